@@ -1,0 +1,2 @@
+from .calibration import EncoderCalibration
+from .checkpoint import LoadCheckpoint, ResumeTraining, latest_checkpoint

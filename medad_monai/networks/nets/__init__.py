@@ -1,0 +1,1 @@
+from .sp_mamba import SPMamba

@@ -1,0 +1,172 @@
+"""Encoder, Half-FPN bottleneck, medical prototypes, SS2D and SPSS blocks."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from monai.networks.nets import resnet18
+
+from medad_monai.networks.blocks import (
+    SS2D,
+    HalfFPNBottleneck,
+    MedicalPrototypes,
+    ResNetFeatureEncoder,
+    SPSSBlock,
+    window_prototype_distance,
+)
+
+# a few of torchvision's resnet18 state-dict keys: MONAI's ResNet with these arguments must use the same names.
+TORCHVISION_KEYS = ["conv1.weight", "bn1.running_var", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight",
+                    "layer2.0.downsample.1.running_mean", "layer4.1.bn2.weight", "fc.weight", "fc.bias"]
+
+
+def _torchvision_format_resnet18() -> dict[str, torch.Tensor]:
+    net = resnet18(spatial_dims=2, conv1_t_size=7, conv1_t_stride=2, bias_downsample=False, num_classes=1000)
+    return net.state_dict()
+
+
+def test_encoder_loads_torchvision_format_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    state = _torchvision_format_resnet18()
+    assert set(TORCHVISION_KEYS) <= set(state) and not any("bias" in k for k in state if "downsample.0" in k)
+    path = tmp_path / "resnet18.pth"
+    torch.save({"state_dict": state}, path)
+    encoder = ResNetFeatureEncoder(18, (1, 2, 3), weights=str(path))
+    assert torch.equal(encoder.layers[0][0].conv1.weight, state["layer1.0.conv1.weight"])
+    assert bool(encoder.bn_calibrated)
+    features = encoder(torch.randn(2, 3, 64, 64))
+    assert [tuple(f.shape) for f in features] == [(2, 64, 16, 16), (2, 128, 8, 8), (2, 256, 4, 4)]
+
+
+def test_encoder_rejects_bad_weights(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        ResNetFeatureEncoder(18, weights=str(tmp_path / "missing.pth"))
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, wrong)
+    with pytest.raises(ValueError, match="wrong.pth.*missing keys"):
+        ResNetFeatureEncoder(18, weights=str(wrong))
+    # nothing listens on port 9: an explicit URL that cannot be fetched says how to supply a local file.
+    with pytest.raises(RuntimeError, match="local path"):
+        ResNetFeatureEncoder(18, weights="http://127.0.0.1:9/resnet18.pth")
+    with pytest.raises(ValueError, match="depth"):
+        ResNetFeatureEncoder(50)
+    with pytest.raises(ValueError, match="out_stages"):
+        ResNetFeatureEncoder(18, out_stages=(3, 1))
+
+
+def test_frozen_encoder_keeps_batch_norm_statistics_in_training():
+    torch.manual_seed(0)
+    encoder = ResNetFeatureEncoder(18, (1,))
+    encoder.train()
+    assert not encoder.training
+    before = encoder.stem[1].running_mean.clone()
+    encoder(torch.randn(2, 3, 32, 32) * 5 + 3)
+    assert torch.equal(before, encoder.stem[1].running_mean)
+    assert not any(p.requires_grad for p in encoder.parameters())
+
+
+def test_batch_norm_calibration_standardises_random_features():
+    torch.manual_seed(0)
+    encoder = ResNetFeatureEncoder(34)
+    images = torch.randn(8, 3, 64, 64)
+    raw_scale = encoder(images)[-1].std().item()
+    encoder.calibrate_batch_norm([images[:4], images[4:]])
+    assert bool(encoder.bn_calibrated) and not encoder.training
+    calibrated = [f.std().item() for f in encoder(images)]
+    assert raw_scale > 10  # default initialisation blows up with depth
+    assert all(0.3 < s < 3 for s in calibrated)
+    with pytest.raises(ValueError, match="at least one batch"):
+        encoder.calibrate_batch_norm([])
+
+
+def test_half_fpn_shapes_and_errors():
+    fpn = HalfFPNBottleneck((64, 128, 256), 512)
+    out = fpn([torch.randn(2, 64, 32, 32), torch.randn(2, 128, 16, 16), torch.randn(2, 256, 8, 8)])
+    assert out.shape == (2, 512, 4, 4)
+    with pytest.raises(ValueError, match="expected 3 feature maps"):
+        fpn([torch.randn(2, 64, 32, 32)])
+
+
+def _loop_distance(features, prototypes, window):
+    """Straightforward per-position, per-prototype loop over eq. 1 with clipped windows."""
+    b, _, h, w = features.shape
+    r = window // 2
+    out = torch.empty(b, 1, h, w)
+    for n, i, j in itertools.product(range(b), range(h), range(w)):
+        best = []
+        for proto in prototypes:
+            sims = [
+                torch.cosine_similarity(proto[:, i, j], features[n, :, y, x], dim=0)
+                for y in range(max(0, i - r), min(h, i + r + 1))
+                for x in range(max(0, j - r), min(w, j + r + 1))
+            ]
+            best.append(1 - torch.stack(sims).max())
+        out[n, 0, i, j] = torch.stack(best).min()
+    return out
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_window_prototype_distance_equals_loop(window):
+    torch.manual_seed(window)
+    features, prototypes = torch.randn(2, 6, 5, 4), torch.randn(3, 6, 5, 4)
+    distance, nearest = window_prototype_distance(features, prototypes, window)
+    torch.testing.assert_close(distance, _loop_distance(features, prototypes, window), atol=1e-5, rtol=1e-5)
+    assert nearest.shape == (2, 5, 4) and nearest.max() < 3
+
+
+def test_window_is_clipped_not_padded_at_corners():
+    # a feature identical to the prototype patch sits two cells away from the corner: only a window of 5 sees it.
+    features = -torch.ones(1, 2, 4, 4)
+    prototypes = torch.zeros(1, 2, 4, 4)
+    prototypes[0, :, 0, 0] = torch.tensor([1.0, 0.0])
+    features[0, :, 2, 2] = torch.tensor([1.0, 0.0])
+    d3, _ = window_prototype_distance(features, prototypes, 3)
+    d5, _ = window_prototype_distance(features, prototypes, 5)
+    assert d5[0, 0, 0, 0] == pytest.approx(0.0, abs=1e-6)
+    assert d3[0, 0, 0, 0] > 1.0  # zero padding would have given a similarity of 0 (distance 1)
+
+
+def test_medical_prototypes_module():
+    torch.manual_seed(0)
+    module = MedicalPrototypes(8, (4, 4), num_prototypes=5, window=3)
+    aggregated, distance = module(torch.randn(2, 8, 4, 4))
+    assert aggregated.shape == (2, 8, 4, 4) and distance.shape == (2, 1, 4, 4)
+    assert ((distance >= 0) & (distance <= 2)).all()
+    aggregated.sum().backward()
+    assert module.prototypes.grad is not None and module.prototypes.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="prototype grid"):
+        module(torch.randn(1, 8, 8, 8))
+    with pytest.raises(ValueError, match="odd"):
+        window_prototype_distance(torch.randn(1, 8, 4, 4), torch.randn(2, 8, 4, 4), 2)
+
+
+@pytest.mark.parametrize("scan,directions", [("circular_hilbert", 8), ("circular_hilbert", 16), ("raster", 4)])
+def test_ss2d_shapes_and_gradients(scan, directions):
+    torch.manual_seed(0)
+    block = SS2D(16, scan=scan, num_directions=directions, d_state=4)
+    x = torch.randn(2, 16, 8, 6, requires_grad=True)
+    y = block(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    y.square().mean().backward()
+    assert x.grad is not None and block.a_log.grad is not None and block.x_proj_weight.grad.abs().sum() > 0
+
+
+def test_ss2d_mixes_globally():
+    # a change at one corner reaches the far corner through the scan, beyond the 3x3 convolution's reach.
+    torch.manual_seed(0)
+    block = SS2D(8, scan="circular_hilbert", num_directions=8, d_state=4).eval()
+    x = torch.randn(1, 8, 8, 8)
+    x2 = x.clone()
+    x2[..., 0, 0] += 5
+    with torch.no_grad():
+        diff = (block(x) - block(x2)).abs()
+    assert diff[..., 7, 7].max() > 1e-6
+
+
+def test_spss_block_residual_shape():
+    torch.manual_seed(0)
+    block = SPSSBlock(16, num_directions=8, d_state=4)
+    x = torch.randn(2, 16, 8, 8)
+    assert block(x).shape == x.shape
