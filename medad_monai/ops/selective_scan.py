@@ -1,0 +1,663 @@
+"""Selective scan (the S6 recurrence of Mamba) with interchangeable backends.
+
+:func:`selective_scan_fn` has the signature and semantics of mamba-ssm's
+``selective_scan_fn``. For every batch ``b``, channel ``d`` and state ``n`` it runs,
+over the sequence axis ``t`` and from a zero state,
+
+    h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t
+    y_t = <C_t, h_t> + D * u_t,     out_t = y_t * silu(z_t)   (when ``z`` is given)
+
+after ``delta <- softplus(delta + delta_bias)`` (bias and softplus optional). The
+arithmetic is float32 whatever the input dtype (as in mamba-ssm; float64 inputs stay
+float64) and ``out`` is cast back to ``u``'s dtype.
+
+Backends (callers never branch on them):
+
+- ``"cuda"``: mamba-ssm's fused kernel
+  (``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``). Used only when it
+  imports and the tensors are float32/float16/bfloat16 on a CUDA device. It is
+  imported lazily, so CPU code never touches mamba-ssm. Like mamba-ssm itself, it
+  ignores the gradient of ``last_state``.
+- ``"torch"``: this project's chunked pure-PyTorch scan (:class:`_ChunkedScan`),
+  used everywhere else. The sequence is cut into chunks; inside a chunk the
+  recurrence is solved in closed form from cumulative sums of the log-decays and of
+  the rescaled inputs, and one small carry state passes sequentially from chunk to
+  chunk. The chunk length adapts to the largest decay so that nothing overflows
+  (:func:`_chunk_length` explains the choice). Step size, skip term and gate are
+  applied inside the same loop, and the backward pass is written by hand: it keeps
+  only the inputs and the per-chunk carries, and recomputes each chunk's states.
+- ``"reference"``: a plain sequential loop over the sequence, kept as the ground
+  truth for tests (:func:`selective_scan_ref`).
+
+``backend`` picks one explicitly; otherwise the environment variable
+``MEDAD_SELECTIVE_SCAN_BACKEND`` does; otherwise ``"auto"`` chooses ``"cuda"`` when it
+can run and ``"torch"`` when not. :func:`available_backends` lists what can run here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from monai.utils import OptionalImportError, optional_import
+from torch.autograd.function import once_differentiable
+
+__all__ = ["BACKEND_ENV_VAR", "available_backends", "selective_scan_fn", "selective_scan_ref"]
+
+BACKEND_ENV_VAR = "MEDAD_SELECTIVE_SCAN_BACKEND"
+_BACKENDS = ("auto", "cuda", "torch", "reference")
+_CUDA_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# Largest |sum of delta * A| over one chunk of the torch backend (see _chunk_length).
+_LOG_DECAY_RANGE = 60.0
+# Chunks hold about this many state elements (B * N * D * T), so they stay cache-sized, with
+# at least _MIN_CHUNK steps to spread the per-chunk overhead of large states.
+_CHUNK_ELEMENTS = 2**19
+_MIN_CHUNK, _MAX_CHUNK = 16, 64
+
+
+@lru_cache(maxsize=None)
+def _mamba_kernel() -> Callable | None:
+    """mamba-ssm's ``selective_scan_fn``, or None when it cannot be imported.
+
+    mamba-ssm raises ImportError, or OSError when its compiled extension does not load;
+    ``optional_import`` turns both into a flag, and the result is cached so a failed
+    import is not retried on every call.
+    """
+    kernel, found = optional_import("mamba_ssm.ops.selective_scan_interface", name="selective_scan_fn")
+    return kernel if found else None
+
+
+def available_backends() -> list[str]:
+    """Backends that can run in this environment, fastest first.
+
+    ``"cuda"`` is listed when mamba-ssm imports and a CUDA device is present.
+    """
+    backends = ["torch", "reference"]
+    if torch.cuda.is_available() and _mamba_kernel() is not None:
+        backends.insert(0, "cuda")
+    return backends
+
+
+def _resolve_backend(backend: str | None, u: torch.Tensor) -> str:
+    """The concrete backend for ``u``: argument, else environment variable, else auto."""
+    source = "backend"
+    if backend is None:
+        backend = os.environ.get(BACKEND_ENV_VAR) or "auto"
+        source = f"environment variable {BACKEND_ENV_VAR}"
+    if backend not in _BACKENDS:
+        raise ValueError(f"{source} must be one of {', '.join(_BACKENDS)}; got {backend!r}.")
+    cuda_ok = u.is_cuda and u.dtype in _CUDA_KERNEL_DTYPES and _mamba_kernel() is not None
+    if backend == "auto":
+        return "cuda" if cuda_ok else "torch"
+    if backend == "cuda" and not cuda_ok:
+        if _mamba_kernel() is None:
+            raise OptionalImportError(
+                f"{source} asks for 'cuda', but mamba_ssm.ops.selective_scan_interface.selective_scan_fn "
+                "could not be imported; install medad-monai[cuda] on a CUDA machine, or use 'torch'."
+            )
+        if not u.is_cuda:
+            raise ValueError(f"{source} asks for 'cuda', which needs CUDA tensors; u is on {u.device}.")
+        raise TypeError(
+            f"{source} asks for 'cuda', whose kernel supports float32, float16 and bfloat16; u is {u.dtype}."
+        )
+    return backend
+
+
+def _check_tensor(name: str, tensor: torch.Tensor, device: torch.device) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}.")
+    if tensor.is_complex():
+        raise TypeError(f"{name} must be real: complex {name} ({tensor.dtype}) is not supported.")
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {tensor.dtype}.")
+    if tensor.device != device:
+        raise ValueError(f"{name} must be on the same device as u ({device}), got {tensor.device}.")
+
+
+def _check_shape(name: str, tensor: torch.Tensor, layout: str, shape: tuple[int, ...]) -> None:
+    if tuple(tensor.shape) != shape:
+        raise ValueError(f"{name} must have shape {layout} = {shape}, got {tuple(tensor.shape)}.")
+
+
+def _check_inputs(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+) -> None:
+    """Raise TypeError / ValueError naming the first argument with a wrong type, dtype or shape."""
+    if not isinstance(u, torch.Tensor):
+        raise TypeError(f"u must be a torch.Tensor, got {type(u).__name__}.")
+    for name, tensor in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+        _check_tensor(name, tensor, u.device)
+    for name, tensor in (("D", D), ("z", z), ("delta_bias", delta_bias)):
+        if tensor is not None:
+            _check_tensor(name, tensor, u.device)
+    if u.ndim != 3 or 0 in u.shape:
+        raise ValueError(f"u must have shape (B, D, L) with non-zero sizes, got {tuple(u.shape)}.")
+    batch, dim, length = u.shape
+    _check_shape("delta", delta, "(B, D, L)", (batch, dim, length))
+    if A.ndim != 2 or A.shape[0] != dim or A.shape[1] == 0:
+        raise ValueError(f"A must have shape (D, N) = ({dim}, N) with N >= 1, got {tuple(A.shape)}.")
+    n_state = A.shape[1]
+    for name, tensor in (("B", B), ("C", C)):
+        if tensor.ndim == 2:
+            _check_shape(name, tensor, "(D, N)", (dim, n_state))
+        elif tensor.ndim == 3:
+            _check_shape(name, tensor, "(B, N, L)", (batch, n_state, length))
+        elif tensor.ndim == 4:
+            groups = tensor.shape[1]
+            if groups == 0 or dim % groups:
+                raise ValueError(f"{name} has G = {groups} groups in shape (B, G, N, L), which must divide D = {dim}.")
+            _check_shape(name, tensor, "(B, G, N, L)", (batch, groups, n_state, length))
+        else:
+            raise ValueError(f"{name} must have shape (D, N), (B, N, L) or (B, G, N, L), got {tuple(tensor.shape)}.")
+    if D is not None:
+        _check_shape("D", D, "(D,)", (dim,))
+    if z is not None:
+        _check_shape("z", z, "(B, D, L)", (batch, dim, length))
+    if delta_bias is not None:
+        _check_shape("delta_bias", delta_bias, "(D,)", (dim,))
+
+
+def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    """float32, or float64 when an input is float64 (mamba-ssm itself computes in float32 only)."""
+    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# "torch" backend
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_groups(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """B or C as a (B or 1, N, G, L or 1) tensor; channel d reads group d // (D / G).
+
+    (D, N) becomes (1, N, D, 1): one group per channel, shared over batch and time.
+    (B, N, L) becomes (B, N, 1, L) and (B, G, N, L) becomes (B, N, G, L).
+    """
+    if x.ndim == 2:
+        x = x.t()[None, :, :, None]
+    elif x.ndim == 3:
+        x = x.unsqueeze(2)
+    else:
+        x = x.transpose(1, 2)
+    return x.to(dtype).contiguous()
+
+
+def _time_slice(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Steps ``start:stop`` of a (..., L) tensor; ``x`` itself when it is shared over time (L = 1)."""
+    return x if x.shape[-1] == 1 else x[..., start:stop]
+
+
+def _grad_accumulator(x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Zeros to accumulate the gradient of a (b, N, G, L or 1) tensor over the chunks.
+
+    A tensor shared over time (L = 1) gets one slot per step of a chunk, summed once at the
+    end by :func:`_accumulated`: on CPU a reduction over the last axis per chunk is slow.
+    """
+    return x.new_zeros(*x.shape[:3], chunk) if x.shape[-1] == 1 else torch.zeros_like(x)
+
+
+def _accumulator_slice(acc: torch.Tensor, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """The part of ``acc`` (from :func:`_grad_accumulator` for ``x``) that steps ``start:stop`` add to."""
+    return acc[..., : stop - start] if x.shape[-1] == 1 else acc[..., start:stop]
+
+
+def _accumulated(acc: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``x`` from its accumulator."""
+    return acc.sum(-1, keepdim=True) if x.shape[-1] == 1 else acc
+
+
+def _outer(x: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Write ``x[b, d, t] * g[b, n, d // (D / G), t]`` into ``out`` (B, N, D, T) and return it.
+
+    ``x`` is (B, D, T) and ``g`` (b, N, G, t), broadcast over batch and time when b or t is 1.
+    """
+    batch, dim, steps = x.shape
+    n_state, groups = g.shape[1:3]
+    shape = (batch, n_state, groups, dim // groups, steps)
+    torch.mul(x.view(batch, 1, *shape[2:]), g.unsqueeze(3), out=out.view(shape))
+    return out
+
+
+def _inner(h: torch.Tensor, g: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """``sum_n h[b, n, d, t] * g[b, n, d // (D / G), t]``, (B, D, T), for ``h`` (B, N, D, T).
+
+    ``g`` is (b, N, G, t); the product is formed in ``scratch``, which may be ``h`` itself.
+    """
+    batch, n_state, dim, steps = h.shape
+    groups = g.shape[2]
+    shape = (batch, n_state, groups, dim // groups, steps)
+    product = torch.mul(h.view(shape), g.unsqueeze(3), out=scratch.view(shape))
+    return product.sum(1).view(batch, dim, steps)
+
+
+def _outer_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size, scratch: torch.Tensor) -> torch.Tensor:
+    """Gradient wrt ``g`` of ``_outer(x, g)`` given the gradient (B, N, D, T) of its output.
+
+    Sums ``grad * x`` over the channels of each group and, when ``shape`` (b, N, G, T)
+    has b = 1, over the batch; ``scratch`` (B, N, D, T) may be ``grad`` itself.
+    """
+    batch, n_state, dim, steps = grad.shape
+    groups = shape[2]
+    if groups == dim:
+        return torch.mul(grad, x.unsqueeze(1), out=scratch).sum_to_size(shape)
+    shape5 = (batch, n_state, groups, dim // groups, steps)
+    product = torch.mul(grad.view(shape5), x.view(batch, 1, *shape5[2:]), out=scratch.view(shape5))
+    return product.sum(3).sum_to_size(shape)
+
+
+def _triangle(steps: int, like: torch.Tensor, skip_first: bool = False) -> torch.Tensor:
+    """(T, T) matrix of ones on and above the diagonal: ``x @ it`` is a cumulative sum over the last axis.
+
+    With ``skip_first`` its first row is zero, so the sums leave out ``x[..., 0]``.
+    """
+    ones = torch.ones(steps, steps, dtype=like.dtype, device=like.device).triu_()
+    if skip_first:
+        ones[0] = 0
+    return ones
+
+
+def _reverse_cumsum(x: torch.Tensor, upper: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out[..., t] = sum_{s>=t} x[..., s]`` for contiguous (..., T) tensors; ``upper`` from :func:`_triangle`.
+
+    A product with the transposed triangle: torch has no reversed cumsum, and flipping
+    costs two extra copies per chunk.
+    """
+    steps = x.shape[-1]
+    torch.matmul(x.view(-1, steps), upper.t(), out=out.view(-1, steps))
+    return out
+
+
+def _chunk_delta(delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool) -> torch.Tensor:
+    """``softplus(delta + delta_bias)`` for one (B, D, T) chunk, bias and softplus optional."""
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def _chunk_decays(delta: torch.Tensor, At2: torch.Tensor, after_first: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    """Decays of one chunk from its (B, D, T) ``delta`` and ``At2`` = A * log2(e) as (1, N, D, 1).
+
+    Writes ``rel_t = exp(A * sum_{k=1..t} delta_k)`` into ``rel`` (B, N, D, T): every decay
+    between two steps of the chunk is a ratio ``rel_t / rel_s``. Returns
+    ``first = exp(delta_0 A)`` (B, N, D), which carries the incoming state into the chunk.
+    ``after_first`` is :func:`_triangle` with its first row zeroed, so that
+    ``delta @ after_first`` sums ``delta_1..delta_t`` (one small matrix product; a cumsum is
+    slower on CPU). Powers of 2 are used because ``torch.exp2`` runs about twice as fast
+    as ``torch.exp`` on CPU, and these exponentials are the largest single cost of the scan.
+    """
+    _outer(torch.matmul(delta, after_first), At2, rel).exp2_()
+    return torch.exp2(delta[:, None, :, 0] * At2[..., 0])
+
+
+def _chunk_states(
+    x: torch.Tensor, rel: torch.Tensor, first: torch.Tensor, h_in: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """Write the states of one chunk, ``h_t = rel_t * (first * h_in + sum_{s<=t} x_s / rel_s)``, into ``out``.
+
+    ``x`` (B, N, D, T) is the input term ``delta_t u_t B_t`` (``out`` may be ``x``);
+    ``h_in`` (B, N, D) is the state before the chunk.
+    """
+    torch.div(x, rel, out=out)
+    out[..., 0].addcmul_(first, h_in)
+    return out.cumsum_(-1).mul_(rel)
+
+
+def _chunk_length(
+    delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool, A: torch.Tensor
+) -> int:
+    """Number of steps T per chunk of the torch backend.
+
+    ``delta`` (B, D, L) is the raw step size, turned into ``softplus(delta + delta_bias)``
+    as in :func:`selective_scan_fn`; ``A`` is (D, N).
+
+    Inside a chunk the states are ``rel_t * (carry + cumsum_s(x_s / rel_s))`` with
+    ``rel_t = exp(P_t)``, ``P_t = A * sum_{k=1..t} delta_k`` (:func:`_chunk_states`). That
+    closed form needs ``1 / rel`` and ``rel`` to stay finite, and its error grows with
+    ``|P|``: float32 rounds ``P`` to about ``6e-8 * |P|``, which becomes the relative error
+    of every decay. So T is the largest length with ``(T - 1) * max|delta * A| <= 60``:
+    ``exp(+-60)`` is about ``1e+-26``, leaving a factor 1e12 below float32 overflow for
+    ``x`` and its running sums, and decays stay accurate to a few 1e-6. The first step of
+    a chunk never enters ``P`` (it only multiplies the incoming carry, where
+    ``exp(delta_0 A)`` may underflow to 0 harmlessly), so a single step may decay by any
+    amount: for ``max|delta * A| > 60`` the chunks shrink to T = 1 and the scan becomes
+    sequential, slower but exact. Typical Mamba values (delta <= 0.1, |A| <= 16) allow
+    T >= 38. Below that bound T is capped so that a chunk holds about 2**19 state elements
+    (B * N * D * T), which keeps the working tensors cache-sized, but kept between 16 and
+    64 steps, so that large states still amortize the per-chunk work.
+    """
+    batch, dim, _ = delta.shape
+    cap = max(_MIN_CHUNK, min(_MAX_CHUNK, _CHUNK_ELEMENTS // (batch * dim * A.shape[1])))
+    high, low = delta.amax(dim=(0, 2)), delta.amin(dim=(0, 2))  # per channel
+    if delta_bias is not None:
+        high, low = high + delta_bias, low + delta_bias
+    # softplus is positive and increasing, so its largest value comes from the largest input
+    largest = F.softplus(high) if delta_softplus else torch.maximum(high, -low)
+    step = (largest * A.abs().amax(dim=1)).max().item()
+    if not math.isfinite(step):
+        return 1
+    if step * (cap - 1) <= _LOG_DECAY_RANGE:
+        return cap
+    return 1 + int(_LOG_DECAY_RANGE // step)
+
+
+class _ChunkBuffers:
+    """``count`` reusable work tensors of ``shape`` (B, N, D, T) on ``like``'s device and dtype.
+
+    ``get(steps)`` returns contiguous (B, N, D, steps) views of them, so the shorter last
+    chunk reuses the same memory.
+    """
+
+    def __init__(self, count: int, shape: tuple[int, int, int, int], like: torch.Tensor) -> None:
+        self.shape = shape
+        self.flat = [like.new_empty(math.prod(shape)) for _ in range(count)]
+
+    def get(self, steps: int) -> list[torch.Tensor]:
+        shape = (*self.shape[:3], steps)
+        return [buf[: math.prod(shape)].view(shape) for buf in self.flat]
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """The whole selective scan, chunk by chunk, with a hand-written backward pass.
+
+    Inputs: ``u``, ``delta`` and ``z`` (B, D, L); ``At`` = A as (1, N, D, 1); ``Bg`` and
+    ``Cg`` (B or 1, N, G, L or 1) from :func:`_as_groups`; ``D`` and ``delta_bias`` (D,);
+    ``z``, ``D``, ``delta_bias`` may be None; ``chunk`` from :func:`_chunk_length`.
+    Outputs: ``out`` (B, D, L) and the last state (B, D, N).
+
+    The step size, skip term and gate are applied per chunk, like mamba-ssm's fused
+    kernel, so no (B, D, L) intermediate is allocated. The working layout is
+    (B, N, D, T): time last, so the running sums and the chunk slices of (B, D, L) inputs
+    need no transposes, and sums over the state run over an outer axis. Only the inputs,
+    the state entering each chunk and (with ``z``) the ungated output are saved; the
+    backward pass recomputes each chunk's states and runs the adjoint recurrence
+    ``g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}`` backwards with the same closed form.
+    The (B, N, D, T) working tensors are allocated once per call and reused by every
+    chunk: fresh multi-megabyte CPU allocations cost page faults that would dominate.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, At, Bg, Cg, D, z, delta_bias, delta_softplus, chunk):  # type: ignore[override]
+        batch, dim, length = u.shape
+        n_state, n_chunks = At.shape[1], -(-length // chunk)
+        out = torch.empty_like(u)
+        # the ungated output is kept for the gradient of z, when any gradient is needed
+        ungated = torch.empty_like(u) if z is not None and any(ctx.needs_input_grad) else None
+        carries = u.new_empty(n_chunks + 1, batch, n_state, dim)  # carries[i]: state before chunk i
+        carries[0] = 0
+        bufs = _ChunkBuffers(2, (batch, n_state, dim, chunk), u)
+        after_first, At2 = _triangle(chunk, u, skip_first=True), At * math.log2(math.e)
+        for i in range(n_chunks):
+            start, stop = i * chunk, min((i + 1) * chunk, length)
+            rel, states = bufs.get(stop - start)
+            u_c = u[..., start:stop]
+            delta_c = _chunk_delta(delta[..., start:stop], delta_bias, delta_softplus)
+            first = _chunk_decays(delta_c, At2, after_first[: stop - start, : stop - start], rel)
+            x = _outer(delta_c * u_c, _time_slice(Bg, start, stop), out=states)
+            _chunk_states(x, rel, first, carries[i], out=states)
+            carries[i + 1] = states[..., -1]
+            y = _inner(states, _time_slice(Cg, start, stop), scratch=states)
+            if D is not None:
+                y.addcmul_(u_c, D[:, None])
+            if z is not None:
+                if ungated is not None:
+                    ungated[..., start:stop] = y
+                y.mul_(F.silu(z[..., start:stop]))
+            out[..., start:stop] = y
+        ctx.save_for_backward(u, delta, At, Bg, Cg, D, z, delta_bias, carries, ungated)
+        ctx.chunk, ctx.delta_softplus = chunk, delta_softplus
+        return out, carries[-1].transpose(1, 2).contiguous()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, dlast):  # type: ignore[override]
+        u, delta, At, Bg, Cg, D, z, delta_bias, carries, ungated = ctx.saved_tensors
+        (batch, dim, length), chunk = u.shape, ctx.chunk
+        d_u, d_delta = torch.empty_like(u), torch.empty_like(delta)
+        dz = None if z is None else torch.empty_like(z)
+        dAt, dBg, dCg = (_grad_accumulator(x, chunk) for x in (At, Bg, Cg))
+        # D and delta_bias: one slot per step of a chunk, summed at the end (see _grad_accumulator)
+        dD, d_bias = (None if x is None else x.new_zeros(dim, chunk) for x in (D, delta_bias))
+        bufs = _ChunkBuffers(5, (batch, At.shape[1], dim, chunk), u)
+        full_upper, full_after_first = _triangle(chunk, u), _triangle(chunk, u, skip_first=True)
+        At2 = At * math.log2(math.e)
+        dout = dout.contiguous()
+        g = dlast.transpose(1, 2)  # gradient reaching the chunk's last state from later steps
+        for i in reversed(range(carries.shape[0] - 1)):
+            start, stop = i * chunk, min((i + 1) * chunk, length)
+            steps = stop - start
+            rel, x, states, adj, scratch = bufs.get(steps)
+            upper, after_first = full_upper[:steps, :steps], full_after_first[:steps, :steps]
+            Bc, Cc = _time_slice(Bg, start, stop), _time_slice(Cg, start, stop)
+            u_c, dy = u[..., start:stop], dout[..., start:stop]
+            raw = delta[..., start:stop] if delta_bias is None else delta[..., start:stop] + delta_bias[:, None]
+            delta_c = F.softplus(raw) if ctx.delta_softplus else raw
+            if z is not None:
+                z_c = z[..., start:stop]
+                dz[..., start:stop] = torch.ops.aten.silu_backward(dy * ungated[..., start:stop], z_c)
+                dy = dy * F.silu(z_c)
+            if D is not None:
+                dD[:, :steps] += (dy * u_c).sum(0)
+            du_c = delta_c * u_c
+            first = _chunk_decays(delta_c, At2, after_first, rel)
+            _chunk_states(_outer(du_c, Bc, x), rel, first, carries[i], out=states)
+            # adjoint g_t = (1 / rel_t) * (sum_{s>=t} rel_s C_s dy_s + rel_{T-1} g): a reversed running sum
+            _outer(dy, Cc, scratch).mul_(rel)
+            scratch[..., -1].addcmul_(rel[..., -1], g)
+            adj = _reverse_cumsum(scratch, upper, out=adj).div_(rel)
+            g = first * adj[..., 0]
+            d_du = _inner(adj, Bc, scratch)
+            for acc, x_full, grad, weight in ((dBg, Bg, adj, du_c), (dCg, Cg, states, dy)):
+                acc_c = _accumulator_slice(acc, x_full, start, stop)
+                acc_c += _outer_grad(grad, weight, acc_c.shape, scratch)
+            # d h_t / d(delta_t A) = exp(delta_t A) h_{t-1} = h_t - x_t
+            d_log_decay = states.sub_(x).mul_(adj)
+            d_delta_c = torch.addcmul(_inner(d_log_decay, At, scratch), d_du, u_c)
+            dAt_c = _accumulator_slice(dAt, At, start, stop)
+            dAt_c += _outer_grad(d_log_decay, delta_c, dAt_c.shape, scratch=d_log_decay)
+            d_u_c = d_du.mul_(delta_c)
+            if D is not None:
+                d_u_c.addcmul_(dy, D[:, None])
+            d_u[..., start:stop] = d_u_c
+            if ctx.delta_softplus:
+                d_delta_c = torch.ops.aten.softplus_backward(d_delta_c, raw, 1.0, 20.0)
+            d_delta[..., start:stop] = d_delta_c
+            if delta_bias is not None:
+                d_bias[:, :steps] += d_delta_c.sum(0)
+        dAt, dBg, dCg = (_accumulated(acc, x) for acc, x in ((dAt, At), (dBg, Bg), (dCg, Cg)))
+        dD, d_bias = (None if acc is None else acc.sum(-1) for acc in (dD, d_bias))
+        return d_u, d_delta, dAt, dBg, dCg, dD, dz, d_bias, None, None
+
+
+def _scan_torch(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    return_last_state: bool,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+
+    def prepare(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.to(dtype).contiguous()
+
+    u_c, delta_c, D_c, z_c, bias_c = (prepare(x) for x in (u, delta, D, z, delta_bias))
+    with torch.no_grad():
+        chunk = _chunk_length(delta_c, bias_c, delta_softplus, A)
+    At = A.to(dtype).t()[None, :, :, None].contiguous()
+    out, last_state = _ChunkedScan.apply(
+        u_c, delta_c, At, _as_groups(B, dtype), _as_groups(C, dtype), D_c, z_c, bias_c, delta_softplus, chunk
+    )
+    out = out.to(u.dtype)
+    return (out, last_state) if return_last_state else out
+
+
+# ----------------------------------------------------------------------------------------------
+# "cuda" backend
+# ----------------------------------------------------------------------------------------------
+
+
+def _scan_cuda(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    return_last_state: bool,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """mamba-ssm's kernel, with each argument in the dtype the kernel accepts: A, D, delta_bias
+    and a time-invariant B or C in float32; delta, z and a time-varying B or C in u's dtype."""
+    kernel = _mamba_kernel()
+    f32 = torch.float32
+    return kernel(
+        u,
+        delta.to(u.dtype),
+        A.to(f32),
+        B.to(f32 if B.ndim == 2 else u.dtype),
+        C.to(f32 if C.ndim == 2 else u.dtype),
+        D=None if D is None else D.to(f32),
+        z=None if z is None else z.to(u.dtype),
+        delta_bias=None if delta_bias is None else delta_bias.to(f32),
+        delta_softplus=delta_softplus,
+        return_last_state=return_last_state,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# "reference" backend and the public entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def _prepare_delta(
+    delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool, dtype: torch.dtype
+) -> torch.Tensor:
+    """``softplus(delta + delta_bias)`` in ``dtype``, bias and softplus optional; (B, D, L)."""
+    delta = delta.to(dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(dtype)[:, None]
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def _gate(y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None) -> torch.Tensor:
+    """``(y + D * u) * silu(z)``, both terms optional; (B, D, L) in y's dtype."""
+    if D is not None:
+        y = y + u * D.to(y.dtype)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y
+
+
+def _per_step(x: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """B or C as (L or 1, B or 1, D or 1, N), one slice per step, each channel's vector explicit."""
+    if x.ndim == 2:
+        x = x[None, None]
+    elif x.ndim == 3:
+        x = x.permute(2, 0, 1).unsqueeze(2)
+    else:
+        x = x.repeat_interleave(dim // x.shape[1], dim=1).permute(3, 0, 1, 2)
+    return x.to(dtype)
+
+
+def selective_scan_ref(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Sequential selective scan: one step of the recurrence per sequence position.
+
+    The ground truth the other backends are tested against; the arguments and the result
+    are those of :func:`selective_scan_fn` (without ``backend``). Its cost is linear in L
+    with one small tensor operation per step, so prefer :func:`selective_scan_fn`.
+    """
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    delta = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
+    u_c = u.to(dtype)
+    batch, dim, length = u.shape
+    # step-major (L, B, D, N) tensors, so that every step reads contiguous slices
+    delta_steps = delta.permute(2, 0, 1).contiguous().unsqueeze(-1)
+    decays = torch.exp(delta_steps * A.to(dtype))
+    inputs = delta_steps * u_c.permute(2, 0, 1).unsqueeze(-1) * _per_step(B, dim, dtype)
+    readouts = _per_step(C, dim, dtype)
+    readouts = readouts.expand(length, *readouts.shape[1:])
+    state = u_c.new_zeros(batch, dim, A.shape[1])
+    ys = []
+    for decay, x, c in zip(decays.unbind(0), inputs.unbind(0), readouts.unbind(0)):
+        state = decay * state + x
+        ys.append((state * c).sum(-1))
+    out = _gate(torch.stack(ys, dim=-1), u_c, D, z).to(u.dtype)
+    return (out, state) if return_last_state else out
+
+
+def selective_scan_fn(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    backend: str | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Selective scan with mamba-ssm's ``selective_scan_fn`` semantics (see the module docstring).
+
+    Args:
+        u: input, (B, D, L), floating point.
+        delta: step sizes, (B, D, L).
+        A: state matrix diagonal, (D, N), real (complex A is not supported).
+        B: input projection: (D, N) shared over batch and time, (B, N, L) input-dependent,
+            or (B, G, N, L) with G dividing D (channel d uses group d // (D / G)).
+        C: output projection, shaped like one of the forms of ``B``.
+        D: skip connection, (D,); adds ``D * u``.
+        z: gate, (B, D, L); multiplies the output by ``silu(z)``.
+        delta_bias: (D,), added to ``delta`` before the softplus.
+        delta_softplus: apply softplus to ``delta`` (after ``delta_bias``).
+        return_last_state: also return the state after the last step.
+        backend: ``"auto"``, ``"cuda"``, ``"torch"`` or ``"reference"``; None reads the
+            environment variable ``MEDAD_SELECTIVE_SCAN_BACKEND``, and ``"auto"`` when unset.
+
+    Returns:
+        ``out`` (B, D, L) in ``u``'s dtype, or ``(out, last_state)`` with ``last_state``
+        (B, D, N) in float32 (float64 for float64 inputs).
+
+    Raises:
+        TypeError: a non-tensor, non-floating or complex input, or a dtype the cuda kernel lacks.
+        ValueError: a shape or device that does not match ``u``, or an unknown backend.
+        OptionalImportError: ``"cuda"`` requested but mamba-ssm cannot be imported.
+    """
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    name = _resolve_backend(backend, u)
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if name == "reference":
+        return selective_scan_ref(*args)
+    return _scan_cuda(*args) if name == "cuda" else _scan_torch(*args)
