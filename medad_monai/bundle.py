@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["find_bundle_root", "read_threshold"]
+from medad_monai.data.datalist import load_anomaly_datalist
+
+__all__ = ["IMAGE_SUFFIXES", "find_bundle_root", "inference_items", "read_threshold"]
+
+#: File suffixes taken as images when inference runs on a folder (a sub-folder is a DICOM series).
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".mha", ".mhd", ".nrrd")
 
 
 def find_bundle_root(name: str) -> str:
@@ -35,3 +40,41 @@ def read_threshold(path: str | Path, key: str = "threshold") -> float:
     if key not in data:
         raise KeyError(f"threshold file {path} has no {key!r} entry (keys: {sorted(data)}).")
     return float(data[key])
+
+
+def inference_items(source: str | Path, data_list_key: str = "test") -> list[dict[str, str]]:
+    """Items ``{"image": path}`` to run inference on, from a datalist JSON, a folder or one file.
+
+    Args:
+        source: a datalist JSON (items of ``data_list_key``), a folder (every image file with a
+            suffix in :data:`IMAGE_SUFFIXES`, and every sub-folder as one DICOM series), or one
+            image file or DICOM series folder.
+        data_list_key: split to read from a datalist.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist, or a folder holds no image.
+        ValueError: a folder holds files that are not images (named in the message): nothing is
+            skipped silently.
+    """
+    path = Path(source)
+    if path.suffix == ".json":
+        return [{"image": item["image"]} for item in load_anomaly_datalist(path, data_list_key)]
+    if path.is_file():
+        return [{"image": str(path)}]
+    if not path.is_dir():
+        raise FileNotFoundError(f"inference input not found: {path}")
+    entries = sorted(path.iterdir())
+    if entries and all(e.is_file() and e.suffix.lower() == ".dcm" for e in entries):
+        return [{"image": str(path)}]  # the folder itself is one DICOM series
+    images, others = [], []
+    for entry in entries:
+        name = entry.name.lower()
+        if entry.is_dir() or any(name.endswith(suffix) for suffix in IMAGE_SUFFIXES):
+            images.append({"image": str(entry)})
+        elif not name.startswith("."):
+            others.append(entry.name)
+    if others:
+        raise ValueError(f"inference folder {path} holds files that are not images: {others[:10]}; move them away.")
+    if not images:
+        raise FileNotFoundError(f"inference folder {path} holds no image (suffixes {IMAGE_SUFFIXES}).")
+    return images

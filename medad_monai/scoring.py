@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from monai.networks.layers.convutils import gaussian_1d
 
 __all__ = [
+    "AnomalyImageScore",
     "gaussian_blur",
     "cosine_anomaly_map",
     "max_of_avg_pooled",
@@ -260,3 +261,55 @@ def contrast_score(anomaly_map: torch.Tensor, sigma: float = 0.6, k_sigma: float
         Scores of shape (B,), non-negative.
     """
     return difference_of_gaussians(anomaly_map, sigma, k_sigma).square().mean(dim=(1, 2, 3)).sqrt()
+
+
+class AnomalyImageScore:
+    """Image score of an anomaly map with the aggregation each paper uses.
+
+    ``score = pool(e) + concentration_weight * S_concen(e) + contrast_weight * S_contra(e)``
+    where ``pool`` is :func:`max_of_avg_pooled` (MambaAD family; ``pooling="max_avg_pool"``)
+    or :func:`top_k_mean` (``pooling="top_k_mean"``, ``top_k_ratio`` of the pixels). For
+    SP-Mamba (eq. 7) ``concentration_weight`` is ``beta`` (-0.025) and ``contrast_weight``
+    is ``gamma`` (400); setting either to 0 is the paper's ablation without that term.
+
+    Args:
+        pooling: ``"max_avg_pool"`` or ``"top_k_mean"``.
+        kernel_size: averaging window of ``max_avg_pool`` (16 at 256 x 256, ADer's default).
+        top_k_ratio: fraction of pixels averaged by ``top_k_mean``.
+        concentration_weight: ``beta`` of SP-Mamba eq. 7.
+        contrast_weight: ``gamma`` of SP-Mamba eq. 7.
+        dog_sigma, dog_k_sigma: the two Gaussians of the contrast score (0.6 and 1.2).
+
+    Call with maps ``(B, 1, H, W)``; returns scores ``(B,)``.
+    """
+
+    def __init__(
+        self,
+        pooling: str = "max_avg_pool",
+        kernel_size: int = DEFAULT_POOL_KERNEL,
+        top_k_ratio: float = 0.01,
+        concentration_weight: float = 0.0,
+        contrast_weight: float = 0.0,
+        dog_sigma: float = 0.6,
+        dog_k_sigma: float = 1.2,
+    ) -> None:
+        if pooling not in ("max_avg_pool", "top_k_mean"):
+            raise ValueError(f"pooling must be 'max_avg_pool' or 'top_k_mean', got {pooling!r}.")
+        self.pooling = pooling
+        self.kernel_size = kernel_size
+        self.top_k_ratio = top_k_ratio
+        self.concentration_weight = concentration_weight
+        self.contrast_weight = contrast_weight
+        self.dog_sigma = dog_sigma
+        self.dog_k_sigma = dog_k_sigma
+
+    def __call__(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "max_avg_pool":
+            score = max_of_avg_pooled(anomaly_map, self.kernel_size)
+        else:
+            score = top_k_mean(anomaly_map, ratio=self.top_k_ratio)
+        if self.concentration_weight:
+            score = score + self.concentration_weight * concentration_score(anomaly_map)
+        if self.contrast_weight:
+            score = score + self.contrast_weight * contrast_score(anomaly_map, self.dog_sigma, self.dog_k_sigma)
+        return score

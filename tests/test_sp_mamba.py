@@ -33,7 +33,7 @@ def test_anomaly_map_is_cosine_distance_plus_weighted_prototype_distance():
     with torch.no_grad():
         outputs = net.reconstruct(image)
         base, with_prototypes = net.anomaly_map(outputs), weighted.anomaly_map(outputs)
-    upsampled = torch.nn.functional.interpolate(outputs["prototype_distance"], (64, 64), mode="bilinear")
+    upsampled = torch.nn.functional.interpolate(outputs["prototype_distance"], (64, 64), mode="bilinear", align_corners=True)
     torch.testing.assert_close(with_prototypes - base, 2.0 * upsampled, atol=1e-5, rtol=1e-5)
     # identical features and reconstructions give a zero cosine map.
     same = {"features": outputs["features"], "reconstructions": outputs["features"], "prototype_distance": None}

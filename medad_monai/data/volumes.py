@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from medad_monai.transforms.common import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, LetterboxResize
 from medad_monai.transforms.io import ReadImaged, image_source
 
-__all__ = ["SliceWiseInferer", "VolumeSliceDataset", "extract_slice"]
+__all__ = ["ImageInferer", "SliceWiseInferer", "VolumeSliceDataset", "extract_slice"]
 
 
 def extract_slice(volume: torch.Tensor, axis: int, index: int) -> torch.Tensor:
@@ -219,3 +219,41 @@ class SliceWiseInferer(Inferer):
             raise ValueError(f"inputs must be (B, C, D0, D1, D2), got shape {tuple(inputs.shape)}.")
         wrapped = _SliceNetwork(network, self.network_size, self.resize_mode, self.mean, self.std)
         return self.slicer(inputs, wrapped, *args, **kwargs)
+
+
+class ImageInferer(Inferer):
+    """Inference of a 2D detector on images of any size, with the anomaly map in the input's geometry.
+
+    ``inputs`` ``(B, C, h, w)`` hold images after the modality transforms at their native size
+    (intensities in [0, 1]); each is resized to ``network_size`` and normalized exactly as
+    ``detector_input_transforms`` prepares training images, and the network's map is resized back
+    to ``(B, 1, h, w)``. A ``MetaTensor`` input gives a ``MetaTensor`` output with the input's
+    metadata, so ``SaveImaged`` writes the map in the input's geometry. The 2D counterpart of
+    :class:`SliceWiseInferer`; arguments as there.
+    """
+
+    def __init__(
+        self,
+        network_size: Sequence[int] = (256, 256),
+        resize_mode: str = "letterbox",
+        mean: Sequence[float] | None = IMAGENET_MEAN,
+        std: Sequence[float] | None = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode {resize_mode!r} is not one of {RESIZE_MODES}.")
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither.")
+        self.network_size, self.resize_mode, self.mean, self.std = tuple(network_size), resize_mode, mean, std
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        """``inputs`` ``(B, C, h, w)`` -> anomaly map ``(B, 1, h, w)``."""
+        if inputs.ndim != 4:
+            raise ValueError(f"inputs must be (B, C, H, W), got shape {tuple(inputs.shape)}.")
+        wrapped = _SliceNetwork(network, self.network_size, self.resize_mode, self.mean, self.std)
+        out = wrapped(inputs)
+        if not isinstance(inputs, MetaTensor):
+            return out
+        result = MetaTensor(out)
+        result.copy_meta_from(inputs)  # metadata, affine and batch flag of the input
+        return result

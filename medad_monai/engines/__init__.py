@@ -1,2 +1,2 @@
 from .calibration import EncoderCalibration
-from .checkpoint import LoadCheckpoint, ResumeTraining, latest_checkpoint
+from .checkpoint import BestModelSaver, EvaluatorBestMetric, LoadCheckpoint, ResumeTraining, latest_checkpoint

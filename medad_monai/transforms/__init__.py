@@ -12,6 +12,7 @@ from medad_monai.transforms.common import (
     detector_input_transforms,
     letterbox_shape,
 )
+from medad_monai.transforms.post import ImageScored, ThresholdAnomalyMapd
 from medad_monai.transforms.io import DICOM_PIXEL_TAGS, DicomReader, ReadImaged, dicom_pixel_meta, image_source
 from medad_monai.transforms.modality import (
     CT_WINDOWS,
@@ -38,6 +39,8 @@ from medad_monai.transforms.modality import (
 )
 
 __all__ = [
+    "ImageScored",
+    "ThresholdAnomalyMapd",
     "BitDepthScaled",
     "BinarizeMaskd",
     "CTMultiWindowd",

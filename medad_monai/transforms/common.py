@@ -211,7 +211,7 @@ class LetterboxResized(MapTransform):
 def detector_input_transforms(
     image_key: str = "image",
     mask_key: str = "mask",
-    spatial_size: Sequence[int] = (256, 256),
+    spatial_size: Sequence[int] | None = (256, 256),
     channels: int = 3,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
@@ -224,7 +224,9 @@ def detector_input_transforms(
     Steps: mask ``> mask_threshold``; resize image (bilinear, anti-aliased) and mask (nearest) to
     ``spatial_size``, ``"letterbox"`` (aspect kept, zero padding) or ``"stretch"``; image to
     ``channels`` channels; ``(image - mean) / std`` per channel; float32. The mask key may be
-    absent (normal images without masks).
+    absent (normal images without masks). With ``spatial_size=None`` the image keeps its native
+    size and is not normalised: for inference through :class:`~medad_monai.data.SliceWiseInferer`
+    or :class:`~medad_monai.data.ImageInferer`, which do both and map the result back.
 
     Returns:
         ``Compose``: ``image`` ``(channels, *spatial_size)``, ``mask`` ``(1, *spatial_size)`` in {0, 1}.
@@ -235,6 +237,15 @@ def detector_input_transforms(
     if len(mean) != channels or len(std) != channels:
         raise ValueError(f"mean {mean} and std {std} need one value per channel (channels={channels}).")
     keys = [image_key, mask_key]
+    if spatial_size is None:
+        # native size: an inferer that resizes and normalises (SliceWiseInferer) takes it from here.
+        return Compose(
+            [
+                BinarizeMaskd(mask_key, threshold=mask_threshold, allow_missing_keys=True),
+                EnsureChannelsd(image_key, channels=channels),
+                EnsureTyped(keys, dtype=torch.float32, allow_missing_keys=True),
+            ]
+        )
     resize_args = {"mode": ("bilinear", "nearest"), "anti_aliasing": (True, False), "allow_missing_keys": True}
     resize = (
         LetterboxResized(keys, spatial_size, **resize_args)

@@ -655,6 +655,7 @@ def modality_preset(
     std: Sequence[float] = IMAGENET_STD,
     resize_mode: str = "letterbox",
     load: bool = True,
+    spatial_dims: int = 2,
     **overrides: Any,
 ) -> Compose:
     """The full preset of a modality: ``{image: path, mask: path}`` (or loaded 2D images when
@@ -664,12 +665,14 @@ def modality_preset(
         modality: one of :data:`MODALITIES` (``"ct"``, ``"mri"``, ``"xray"``, ``"ultrasound"``).
         image_key: key of the image.
         mask_key: key of the lesion mask (may be absent).
-        spatial_size: detector input size.
+        spatial_size: detector input size; ``None`` keeps the native size and skips the
+            normalisation, for inferers that resize and normalise themselves (:class:`SliceWiseInferer`).
         channels: detector input channels.
         mean: per-channel normalization mean (ImageNet by default).
         std: per-channel normalization std.
         resize_mode: ``"letterbox"`` (aspect kept, zero padding) or ``"stretch"``.
         load: start with :class:`~medad_monai.transforms.io.ReadImaged`.
+        spatial_dims: 2 for images, 3 for volumes (then use ``spatial_size=None``).
         overrides: named arguments of the modality's builder (:func:`ct_transforms`,
             :func:`mri_transforms`, :func:`xray_transforms`, :func:`ultrasound_transforms`),
             e.g. ``window="subdural"``, ``n4=True``.

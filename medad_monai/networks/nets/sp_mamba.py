@@ -16,13 +16,13 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers import GaussianFilter
 from torch import nn
 
 from medad_monai.networks.blocks.encoder import ResNetFeatureEncoder
 from medad_monai.networks.blocks.half_fpn import HalfFPNBottleneck
 from medad_monai.networks.blocks.prototypes import MedicalPrototypes
 from medad_monai.networks.blocks.spss import SPSSBlock
+from medad_monai.scoring import cosine_anomaly_map, gaussian_blur
 
 __all__ = ["SPMamba"]
 
@@ -104,7 +104,7 @@ class SPMamba(nn.Module):
                 nn.Sequential(*(SPSSBlock(ch, backend=scan_backend, **block_args) for _ in range(depth)))
             )
         self.prototype_weight = prototype_weight
-        self.smoothing = GaussianFilter(2, smoothing_sigma) if smoothing_sigma > 0 else nn.Identity()
+        self.smoothing_sigma = smoothing_sigma
 
     def reconstruct(self, image: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor] | None]:
         """Encoder features, their reconstructions and the prototype distance map (see class docstring)."""
@@ -113,7 +113,8 @@ class SPMamba(nn.Module):
                 f"SPMamba expects images of shape (B, C, {self.image_size[0]}, {self.image_size[1]}), "
                 f"got {tuple(image.shape)}: resize inputs to the network's image_size."
             )
-        features = self.encoder(image)
+        # plain tensors inside the network: tensor subclasses (e.g. MONAI's MetaTensor) add per-op overhead.
+        features = self.encoder(image.as_subclass(torch.Tensor))
         x = self.bottleneck(features)
         distance = None
         if self.prototypes is not None:
@@ -127,16 +128,11 @@ class SPMamba(nn.Module):
 
     def anomaly_map(self, outputs: dict) -> torch.Tensor:
         """Pixel anomaly map ``S_org + alpha * S_p-dist`` (eq. 6-7), smoothed: ``(B, 1, H, W)``."""
-        size = self.image_size
-        amap = sum(
-            F.interpolate(1 - F.cosine_similarity(f, r, dim=1).unsqueeze(1), size, mode="bilinear", align_corners=False)
-            for f, r in zip(outputs["features"], outputs["reconstructions"])
-        )
+        amap = cosine_anomaly_map(outputs["features"], outputs["reconstructions"], self.image_size, sigma=0.0)
         if outputs["prototype_distance"] is not None and self.prototype_weight:
-            amap = amap + self.prototype_weight * F.interpolate(
-                outputs["prototype_distance"], size, mode="bilinear", align_corners=False
-            )
-        return self.smoothing(amap)
+            distance = F.interpolate(outputs["prototype_distance"], self.image_size, mode="bilinear", align_corners=True)
+            amap = amap + self.prototype_weight * distance
+        return gaussian_blur(amap, self.smoothing_sigma)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | dict:
         outputs = self.reconstruct(image)

@@ -1,0 +1,68 @@
+"""Post-processing transforms for detector outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+__all__ = ["ImageScored", "ThresholdAnomalyMapd"]
+
+
+class ImageScored(MapTransform):
+    """Add the image-level anomaly score of an anomaly map to the data dictionary.
+
+    Args:
+        keys: key of the anomaly map ``(1, H, W)`` (one decollated item).
+        scorer: callable mapping maps ``(B, 1, H, W)`` to scores ``(B,)``, e.g.
+            :class:`medad_monai.scoring.AnomalyImageScore`.
+        output_key: key the 0-d score tensor is written to.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        scorer: Callable[[torch.Tensor], torch.Tensor],
+        output_key: str = "score",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"ImageScored scores one anomaly map; got keys {self.keys}.")
+        self.scorer = scorer
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            amap = torch.as_tensor(d[key])
+            if amap.ndim != 3 or amap.shape[0] != 1:
+                raise ValueError(f"{key!r} must be one anomaly map of shape (1, H, W), got {tuple(amap.shape)}.")
+            d[self.output_key] = self.scorer(amap.unsqueeze(0)).reshape(())
+        return d
+
+
+class ThresholdAnomalyMapd(MapTransform):
+    """Binary anomaly mask ``map > threshold`` written to ``output_key`` (uint8, same geometry and metadata).
+
+    Args:
+        keys: key of the anomaly map.
+        threshold: pixel threshold, e.g. the validation-calibrated ``pixel_threshold``.
+        output_key: key of the mask.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, threshold: float, output_key: str = "pred_mask", allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.threshold = float(threshold)
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.output_key] = (d[key] > self.threshold).to(torch.uint8)
+        return d
