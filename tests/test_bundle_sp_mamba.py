@@ -106,6 +106,19 @@ def test_inference_writes_maps_in_input_geometry_and_scores(trained, cohort):
         assert len(list(csv.reader(f))) == len(items)
 
 
+def test_volume_inference_keeps_volume_geometry(trained, cohort):
+    out, _ = trained
+    infer_dir = out / "inference_volume"
+    args = ["--input", str(cohort), "--ckpt_path", str(out / "models" / "model.pt"),
+            "--threshold_file", str(out / "models" / "threshold.json"), "--output_dir", str(infer_dir)] + TINY_NET
+    bundle(*args, config="inference.json+inference_volume.json")
+    volumes = load_anomaly_datalist(cohort, "test_volumes")
+    for item in volumes:
+        stem = Path(item["image"]).name.removesuffix(".nii.gz")
+        source, amap = nib.load(item["image"]), nib.load(infer_dir / f"{stem}_anomaly_map.nii.gz")
+        assert amap.shape[:3] == source.shape[:3] and amap.affine == pytest.approx(source.affine)
+
+
 def test_checkpoint_from_another_network_is_named(trained, cohort):
     out, _ = trained
     args = ["--input", str(cohort), "--ckpt_path", str(out / "models" / "model.pt"),

@@ -104,7 +104,7 @@ __all__ = [
 ]
 
 #: Bump when a change alters the generated files; existing cohorts then no longer match.
-DEMO_GENERATOR_VERSION = 1
+DEMO_GENERATOR_VERSION = 2
 DEMO_MODALITIES = ("brain_mri", "head_ct")
 MANIFEST_NAME = "manifest.json"
 DATALIST_NAME = "datalist.json"
@@ -122,6 +122,10 @@ _MAX_SHIFT_MM = 3.0
 _ELASTIC_NODE_SPACING_MM = 32.0
 _ELASTIC_STD_MM = 2.0
 _PSF_SIGMA_VOXELS = (0.5, 0.5, 0.0)  # in-plane only, so that no lesion leaks into a neighbouring slice
+# a tumour's oedema ring: at least 2 voxels thick (the blur halves the contrast of a 1-voxel ring
+# next to an opposite-signed core) and of contrast at least -0.15 (its blurred edges stay near -0.1)
+_MIN_OEDEMA_VOXELS = 2
+_MIN_OEDEMA_CONTRAST = 0.15
 _MRI_REFERENCE = 1000.0
 # the brain mask (brain and CSF) is the T1 above this, the threshold of nilearn's load_mni152_brain_mask
 _BRAIN_THRESHOLD = 0.2
@@ -350,12 +354,6 @@ def _pick_centre(
     )
 
 
-def _surround_mean(clean: np.ndarray, region: np.ndarray, brain: np.ndarray) -> float:
-    """Mean of ``clean`` over brain voxels within 2 voxels of ``region`` but outside it (arrays of one box)."""
-    shell = ndi.binary_dilation(region, iterations=2) & ~region & brain
-    return float(clean[shell].mean())
-
-
 # (kind, size range in mm, probability): every abnormal subject has one primary lesion and, with
 # probability 1/2, one to three secondary ones; sizes are diameters, subdural ones their span
 _LESION_TABLE = {
@@ -388,28 +386,33 @@ def draw_lesions(rng: np.random.Generator, modality: str) -> list[tuple[str, flo
 
 
 def _paint_mri_lesion(
-    rng: np.random.Generator,
-    clean: np.ndarray,
-    region: np.ndarray,
-    surround: float,
-    kind: str,
-    diameter_mm: float,
-    voxel_size: float,
+    rng: np.random.Generator, clean: np.ndarray, region: np.ndarray, kind: str, diameter_mm: float, voxel_size: float
 ) -> dict:
-    """Set ``region`` of the box view ``clean`` to ``(1 + contrast) * surround``, 2 % texture; returns parameters."""
+    """Multiply ``region`` of the box view ``clean`` by ``1 + contrast`` (2 % texture); returns the parameters.
+
+    The change is relative to the tissue each voxel replaces, not to one reference intensity: a
+    lesion over grey and white matter then differs from both by its contrast, where a uniform
+    value would match one of them and leave part of its mask unchanged.
+
+    A tumour is a core inside an oedema ring of uniform thickness (the voxels of ``region`` within
+    that distance of its outside): at least ``_MIN_OEDEMA_VOXELS`` thick, so that the in-plane
+    blur leaves the ring visible, and never the whole region, so that the core is not empty.
+    """
     texture = 1 + 0.02 * _smooth_field(rng, region.shape, (4, 4, 4))
     contrast = float(rng.uniform(0.1, 0.6))
     if kind == "tumour":
         contrast *= float(rng.choice([-1.0, 1.0]))
-        core_fraction = float(rng.uniform(0.5, 0.75))
-        oedema = -(0.1 + (abs(contrast) - 0.1) * float(rng.uniform(0.0, 0.5)))
-        core = _embed(_irregular_blob(rng, core_fraction * diameter_mm, voxel_size), region.shape[0]) & region
+        depth = _depth_mm(region, voxel_size)
+        thickness = max(float(rng.uniform(0.15, 0.25)) * diameter_mm, _MIN_OEDEMA_VOXELS * voxel_size)
+        thickness = min(thickness, float(depth.max()) - voxel_size)
+        oedema = -(_MIN_OEDEMA_CONTRAST + (abs(contrast) - 0.1) * float(rng.uniform(0.0, 0.5)))
+        core = depth > thickness
         ring = region & ~core
-        clean[ring] = surround * (1 + oedema) * texture[ring]
-        clean[core] = surround * (1 + contrast) * texture[core]
-        return {"contrast": contrast, "core_fraction": core_fraction, "oedema_contrast": oedema}
+        clean[ring] *= (1 + oedema) * texture[ring]
+        clean[core] *= (1 + contrast) * texture[core]
+        return {"contrast": contrast, "oedema_contrast": oedema, "oedema_thickness_mm": thickness}
     contrast *= 1.0 if kind == "focus" else -1.0
-    clean[region] = surround * (1 + contrast) * texture[region]
+    clean[region] *= (1 + contrast) * texture[region]
     return {"contrast": contrast}
 
 
@@ -428,17 +431,18 @@ def _add_mri_lesions(
     """
     voxel_size = float(affine[2, 2])
     depth = _depth_mm(brain, voxel_size)
+    parenchyma = brain & (tissue >= 0.5)
     labels = np.zeros(clean.shape, np.int16)
     taken: list[tuple[np.ndarray, int]] = []
     records = []
     for index, (kind, diameter) in enumerate(drawn):
         blob = _irregular_blob(rng, diameter, voxel_size)
         half = blob.shape[0] // 2
-        centre = _pick_centre(rng, (depth > (half + 1) * voxel_size) & (tissue >= 0.5), half, taken)
+        centre = _pick_centre(rng, (depth > (half + 1) * voxel_size) & parenchyma, half, taken)
         box = _box(centre, half)
-        region = blob & brain[box]
-        surround = _surround_mean(clean[box], region, brain[box])
-        params = _paint_mri_lesion(rng, clean[box], region, surround, kind, diameter, voxel_size)
+        # lesions change tissue: a blob over a sulcus or ventricle leaves its fluid as it is
+        region = blob & parenchyma[box]
+        params = _paint_mri_lesion(rng, clean[box], region, kind, diameter, voxel_size)
         labels[box][region] = index + 1
         taken.append((centre, half))
         records.append({"kind": kind, "centre_mm": _world(affine, centre), "diameter_mm": diameter, **params})
@@ -548,6 +552,9 @@ def synthesize_subject(
     for kind, size in lesions:
         if kind not in kinds or not size > 0:
             raise ValueError(f"lesions of {modality} must be (kind in {sorted(kinds)}, size > 0), got {(kind, size)}.")
+    # lesions draw from a stream of their own: the same generator state with and without lesions
+    # gives the same subject apart from them, a lesion-free twin that shows what each lesion changed
+    lesion_rng = np.random.default_rng(rng.integers(2**63))
     template = load_demo_template()
     shape, affine = _cohort_grid(template, float(voxel_size), _MARGIN_MM[modality])
     coordinates = _subject_coordinates(rng, template, shape, affine)
@@ -558,7 +565,7 @@ def synthesize_subject(
         clean = t1 * _MRI_REFERENCE
         if lesions:
             tissue = _resample(template.tissue, coordinates)
-            labels, records = _add_mri_lesions(rng, clean, brain, tissue, affine, lesions)
+            labels, records = _add_mri_lesions(lesion_rng, clean, brain, tissue, affine, lesions)
         scale = rng.uniform(0.75, 1.3)
         bias = np.exp(rng.uniform(0.05, 0.15) * _smooth_field(rng, shape, (3, 3, 3)))
         signal = _in_plane_blur(clean) * bias * scale
@@ -572,7 +579,7 @@ def synthesize_subject(
         white[brain] = _resample(template.white, coordinates[:, brain])
         clean = _ct_anatomy(rng, grey, white, brain, float(voxel_size))
         if lesions:
-            labels, records = _add_ct_lesions(rng, clean, brain, grey + white, affine, lesions)
+            labels, records = _add_ct_lesions(lesion_rng, clean, brain, grey + white, affine, lesions)
         image = np.round(_in_plane_blur(clean) + rng.normal(0, rng.uniform(3.0, 6.0), shape))
     return DemoSubject(
         image=image.astype(np.float32),

@@ -682,7 +682,7 @@ def modality_preset(
     steps: list[Callable] = []
     if load:
         steps.append(ReadImaged([image_key, mask_key], allow_missing_keys=True))
-    steps.append(ValidateImaged(image_key, spatial_dims=2, mask_key=mask_key))
+    steps.append(ValidateImaged(image_key, spatial_dims=spatial_dims, mask_key=mask_key))
     steps += _BUILDERS[modality](image_key=image_key, mask_key=mask_key, **overrides)
     tail = detector_input_transforms(image_key, mask_key, spatial_size, channels, mean, std, resize_mode)
     return Compose(steps + list(tail.transforms))

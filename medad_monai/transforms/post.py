@@ -15,11 +15,16 @@ __all__ = ["ImageScored", "ThresholdAnomalyMapd"]
 class ImageScored(MapTransform):
     """Add the image-level anomaly score of an anomaly map to the data dictionary.
 
+    A 2D map ``(1, H, W)`` is scored directly. A 3D map ``(1, D0, D1, D2)`` (slice-wise
+    inference on a volume) is scored slice by slice along ``slice_axis`` and the volume's
+    score is the largest slice score: a volume is as abnormal as its most abnormal slice.
+
     Args:
-        keys: key of the anomaly map ``(1, H, W)`` (one decollated item).
+        keys: key of the anomaly map ``(1, H, W)`` or ``(1, D0, D1, D2)`` (one decollated item).
         scorer: callable mapping maps ``(B, 1, H, W)`` to scores ``(B,)``, e.g.
             :class:`medad_monai.scoring.AnomalyImageScore`.
         output_key: key the 0-d score tensor is written to.
+        slice_axis: spatial axis (0, 1, 2) of 3D maps that slices are taken along.
     """
 
     def __init__(
@@ -27,6 +32,7 @@ class ImageScored(MapTransform):
         keys: KeysCollection,
         scorer: Callable[[torch.Tensor], torch.Tensor],
         output_key: str = "score",
+        slice_axis: int = 2,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -34,14 +40,21 @@ class ImageScored(MapTransform):
             raise ValueError(f"ImageScored scores one anomaly map; got keys {self.keys}.")
         self.scorer = scorer
         self.output_key = output_key
+        self.slice_axis = slice_axis
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             amap = torch.as_tensor(d[key])
-            if amap.ndim != 3 or amap.shape[0] != 1:
-                raise ValueError(f"{key!r} must be one anomaly map of shape (1, H, W), got {tuple(amap.shape)}.")
-            d[self.output_key] = self.scorer(amap.unsqueeze(0)).reshape(())
+            if amap.ndim not in (3, 4) or amap.shape[0] != 1:
+                raise ValueError(
+                    f"{key!r} must be one anomaly map of shape (1, H, W) or (1, D0, D1, D2), got {tuple(amap.shape)}."
+                )
+            if amap.ndim == 3:
+                d[self.output_key] = self.scorer(amap.unsqueeze(0)).reshape(())
+            else:
+                slices = amap.movedim(self.slice_axis + 1, 0)  # (D, 1, *two other axes)
+                d[self.output_key] = self.scorer(slices).max()
         return d
 
 

@@ -1,0 +1,41 @@
+"""ImageScored, ThresholdAnomalyMapd and AnomalyImageScore."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from medad_monai.scoring import AnomalyImageScore, concentration_score, contrast_score, max_of_avg_pooled, top_k_mean
+from medad_monai.transforms import ImageScored, ThresholdAnomalyMapd
+
+
+def test_anomaly_image_score_combines_the_paper_terms():
+    torch.manual_seed(0)
+    maps = torch.rand(3, 1, 32, 32)
+    score = AnomalyImageScore(kernel_size=4, concentration_weight=-0.025, contrast_weight=400.0)
+    expected = max_of_avg_pooled(maps, 4) - 0.025 * concentration_score(maps) + 400.0 * contrast_score(maps)
+    torch.testing.assert_close(score(maps), expected)
+    torch.testing.assert_close(AnomalyImageScore("top_k_mean", top_k_ratio=0.1)(maps), top_k_mean(maps, ratio=0.1))
+    with pytest.raises(ValueError, match="pooling"):
+        AnomalyImageScore("mean")
+
+
+def test_image_scored_2d_and_3d():
+    scorer = AnomalyImageScore(kernel_size=1)
+    amap = torch.zeros(1, 8, 8)
+    amap[0, 2, 3] = 5.0
+    assert ImageScored("pred", scorer)({"pred": amap})["score"].item() == pytest.approx(5.0)
+    volume = torch.zeros(1, 6, 6, 4)
+    volume[0, 1, 1, 2] = 7.0
+    out = ImageScored("pred", scorer, slice_axis=2)({"pred": volume})
+    assert out["score"].ndim == 0 and out["score"].item() == pytest.approx(7.0)
+    with pytest.raises(ValueError, match=r"\(1, H, W\)"):
+        ImageScored("pred", scorer)({"pred": torch.zeros(2, 8, 8)})
+
+
+def test_threshold_anomaly_map_keeps_metadata():
+    amap = MetaTensor(torch.tensor([[[0.1, 0.9], [0.5, 0.7]]]), meta={"filename_or_obj": "a.nii.gz"})
+    out = ThresholdAnomalyMapd("pred", threshold=0.6)({"pred": amap})["pred_mask"]
+    assert out.dtype == torch.uint8 and out.tolist() == [[[0, 1], [0, 1]]]
+    assert out.meta["filename_or_obj"] == "a.nii.gz"
