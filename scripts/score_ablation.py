@@ -1,0 +1,66 @@
+"""Image-score ablation of a trained sp_mamba bundle on the VALIDATION split (never the test split).
+
+Runs the trained network once over the validation split and reports image AUROC / AP / F1-max
+for the image-score variants of SP-Mamba's Table 4 (pooled map alone, + concentration,
++ contrast, both), each with the paper's weights (beta = -0.025, gamma = 400), plus pixel AUROC.
+Use it to decide which terms a dataset's bundle config keeps; the test split stays untouched.
+
+Usage (repository root)::
+
+    python scripts/score_ablation.py [--ckpt bundles/sp_mamba/models/model.pt] [-- bundle overrides, e.g. --image_size "[64,64]"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+
+from medad_monai.metrics.functional import average_precision, f1_max, image_auroc, pixel_metrics
+from medad_monai.scoring import AnomalyImageScore
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "bundles" / "sp_mamba" / "configs" / "train.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", type=Path, default=ROOT / "bundles" / "sp_mamba" / "models" / "model.pt")
+    parser.add_argument("--beta", type=float, default=-0.025)
+    parser.add_argument("--gamma", type=float, default=400.0)
+    args, overrides = parser.parse_known_args()
+    config = ConfigParser()
+    config.read_config(CONFIG)
+    for key, value in zip(overrides[::2], overrides[1::2]):
+        config[key.lstrip("-")] = json.loads(value) if value[:1] in "[{0123456789-" or value in ("true", "false") else value
+    torch.set_flush_denormal(True)
+    network = config.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(args.ckpt, map_location="cpu", weights_only=True)["model"])
+    network.eval()
+    kernel = config.get_parsed_content("image_score").kernel_size
+    maps, masks, labels = [], [], []
+    with torch.no_grad():
+        for batch in config.get_parsed_content("validate#dataloader"):
+            maps.append(network(batch["image"].as_subclass(torch.Tensor)))
+            masks.append(batch["mask"].as_subclass(torch.Tensor))
+            labels.append(torch.as_tensor(batch["label"]))
+    amap, mask, label = torch.cat(maps), torch.cat(masks), torch.cat(labels)
+    variants = {
+        "pooled map only": (0.0, 0.0),
+        "+ concentration": (args.beta, 0.0),
+        "+ contrast": (0.0, args.gamma),
+        "+ concentration + contrast (paper)": (args.beta, args.gamma),
+    }
+    print(f"validation split: {int((label == 0).sum())} normal, {int((label == 1).sum())} abnormal images; "
+          f"pixel AUROC {pixel_metrics(amap[:, 0], mask[:, 0])['pixel_auroc']:.4f}")
+    for name, (beta, gamma) in variants.items():
+        scores = AnomalyImageScore(kernel_size=kernel, concentration_weight=beta, contrast_weight=gamma)(amap)
+        print(f"{name:40s} image AUROC {image_auroc(scores, label):.4f}  AP {average_precision(scores, label):.4f}"
+              f"  F1-max {f1_max(scores, label)[0]:.4f}")
+
+
+if __name__ == "__main__":
+    main()
