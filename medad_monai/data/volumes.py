@@ -172,7 +172,51 @@ class _SliceNetwork(nn.Module):
         return torch.stack([Resize(shape, mode="bilinear")(o) for o in out])
 
 
-class SliceWiseInferer(Inferer):
+class ImageInferer(Inferer):
+    """Inference of a 2D detector on images of any size, with the anomaly map in the input's geometry.
+
+    ``inputs`` ``(B, C, h, w)`` hold images after the modality transforms at their native size
+    (intensities in [0, 1]); each is resized to ``network_size`` and normalized exactly as
+    ``detector_input_transforms`` prepares training images, and the network's map is resized back
+    to ``(B, 1, h, w)``. A ``MetaTensor`` input gives a ``MetaTensor`` output with the input's
+    metadata, so ``SaveImaged`` writes the map in the input's geometry. The 2D counterpart of
+    :class:`SliceWiseInferer`, which extends it to volumes.
+
+    Args:
+        network_size: spatial size the network expects.
+        resize_mode: ``"letterbox"`` or ``"stretch"``, as used in training.
+        mean: normalization mean per channel, ``None`` if the images are already normalized.
+        std: normalization std per channel.
+    """
+
+    def __init__(
+        self,
+        network_size: Sequence[int] = (256, 256),
+        resize_mode: str = "letterbox",
+        mean: Sequence[float] | None = IMAGENET_MEAN,
+        std: Sequence[float] | None = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode {resize_mode!r} is not one of {RESIZE_MODES}.")
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither.")
+        self.network_size, self.resize_mode, self.mean, self.std = tuple(network_size), resize_mode, mean, std
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        """``inputs`` ``(B, C, h, w)`` -> anomaly map ``(B, 1, h, w)``."""
+        if inputs.ndim != 4:
+            raise ValueError(f"inputs must be (B, C, H, W), got shape {tuple(inputs.shape)}.")
+        wrapped = _SliceNetwork(network, self.network_size, self.resize_mode, self.mean, self.std)
+        out = wrapped(inputs)
+        if not isinstance(inputs, MetaTensor):
+            return out
+        result = MetaTensor(out)
+        result.copy_meta_from(inputs)  # metadata, affine and batch flag of the input
+        return result
+
+
+class SliceWiseInferer(ImageInferer):
     """Slice-by-slice inference of a 2D detector on 3D volumes, through ``monai.inferers.SliceInferer``.
 
     ``inputs`` ``(B, C, D0, D1, D2)`` hold volumes after the modality transforms (intensities in
@@ -202,12 +246,7 @@ class SliceWiseInferer(Inferer):
         std: Sequence[float] | None = IMAGENET_STD,
         device: torch.device | str | None = None,
     ) -> None:
-        super().__init__()
-        if resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode {resize_mode!r} is not one of {RESIZE_MODES}.")
-        if (mean is None) != (std is None):
-            raise ValueError("give both mean and std, or neither.")
-        self.network_size, self.resize_mode, self.mean, self.std = tuple(network_size), resize_mode, mean, std
+        super().__init__(network_size, resize_mode, mean, std)
         # roi (-1, -1): each window is one whole slice, so every voxel is predicted exactly once
         self.slicer = SliceInferer(
             roi_size=(-1, -1), spatial_dim=spatial_dim, sw_batch_size=sw_batch_size, overlap=0.0, device=device
@@ -220,40 +259,3 @@ class SliceWiseInferer(Inferer):
         wrapped = _SliceNetwork(network, self.network_size, self.resize_mode, self.mean, self.std)
         return self.slicer(inputs, wrapped, *args, **kwargs)
 
-
-class ImageInferer(Inferer):
-    """Inference of a 2D detector on images of any size, with the anomaly map in the input's geometry.
-
-    ``inputs`` ``(B, C, h, w)`` hold images after the modality transforms at their native size
-    (intensities in [0, 1]); each is resized to ``network_size`` and normalized exactly as
-    ``detector_input_transforms`` prepares training images, and the network's map is resized back
-    to ``(B, 1, h, w)``. A ``MetaTensor`` input gives a ``MetaTensor`` output with the input's
-    metadata, so ``SaveImaged`` writes the map in the input's geometry. The 2D counterpart of
-    :class:`SliceWiseInferer`; arguments as there.
-    """
-
-    def __init__(
-        self,
-        network_size: Sequence[int] = (256, 256),
-        resize_mode: str = "letterbox",
-        mean: Sequence[float] | None = IMAGENET_MEAN,
-        std: Sequence[float] | None = IMAGENET_STD,
-    ) -> None:
-        super().__init__()
-        if resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode {resize_mode!r} is not one of {RESIZE_MODES}.")
-        if (mean is None) != (std is None):
-            raise ValueError("give both mean and std, or neither.")
-        self.network_size, self.resize_mode, self.mean, self.std = tuple(network_size), resize_mode, mean, std
-
-    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
-        """``inputs`` ``(B, C, h, w)`` -> anomaly map ``(B, 1, h, w)``."""
-        if inputs.ndim != 4:
-            raise ValueError(f"inputs must be (B, C, H, W), got shape {tuple(inputs.shape)}.")
-        wrapped = _SliceNetwork(network, self.network_size, self.resize_mode, self.mean, self.std)
-        out = wrapped(inputs)
-        if not isinstance(inputs, MetaTensor):
-            return out
-        result = MetaTensor(out)
-        result.copy_meta_from(inputs)  # metadata, affine and batch flag of the input
-        return result
