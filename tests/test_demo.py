@@ -148,13 +148,39 @@ def test_volume_entries_match_subject_labels(cohorts, modality):
             assert Path(item["mask"]).name == f"{item['subject']}_mask.nii.gz"
 
 
-def test_mri_lesions_have_the_stated_sizes_and_contrast():
-    measured = 0
-    for seed in range(2):
-        subject = synthesize_subject(
-            "brain_mri", np.random.default_rng(seed), [("cavity", 16.0), ("focus", 6.0), ("tumour", 28.0)]
-        )
-        assert len(subject.lesions) == 3
+# every MRI lesion kind, two tumours so that one is small enough for its core to feel the blur
+MRI_LESIONS = [("tumour", 26.0), ("tumour", 14.0), ("cavity", 12.0), ("focus", 7.0), ("cavity", 8.0)]
+
+
+@pytest.fixture(scope="module")
+def mri_twins() -> list[tuple[demo.DemoSubject, demo.DemoSubject]]:
+    """(subject with ``MRI_LESIONS``, the same subject without them) for two seeds, 2 mm grid."""
+    return [
+        tuple(synthesize_subject("brain_mri", np.random.default_rng(seed), lesions) for lesions in (MRI_LESIONS, ()))
+        for seed in range(2)
+    ]
+
+
+def _in_plane(iterations: int, region: np.ndarray) -> np.ndarray:
+    """``region`` (X, Y, Z) grown by ``iterations`` voxels within each axial plane, diagonals included."""
+    structure = np.zeros((3, 3, 3), bool)
+    structure[:, :, 1] = True
+    return ndi.binary_dilation(region, structure, iterations=iterations)
+
+
+def _lesion_parts(subject: demo.DemoSubject, index: int) -> list[tuple[np.ndarray, float]]:
+    """(voxels, requested contrast) of each part of lesion ``index``: a tumour's core and oedema ring, or the whole."""
+    region = subject.lesion_labels == index + 1
+    lesion = subject.lesions[index]
+    if lesion["kind"] != "tumour":
+        return [(region, lesion["contrast"])]
+    core = region & (demo._depth_mm(region, 2.0) > lesion["oedema_thickness_mm"])
+    return [(core, lesion["contrast"]), (region & ~core, lesion["oedema_contrast"])]
+
+
+def test_mri_lesions_have_the_stated_sizes_and_contrast(mri_twins):
+    for subject, _ in mri_twins:
+        assert len(subject.lesions) == len(MRI_LESIONS)
         for index, lesion in enumerate(subject.lesions):
             region = subject.lesion_labels == index + 1
             assert region.any() and subject.brain[region].all()
@@ -163,26 +189,74 @@ def test_mri_lesions_have_the_stated_sizes_and_contrast():
             assert 0.1 <= abs(lesion["contrast"]) <= 0.6
             if lesion["kind"] == "focus":
                 assert lesion["contrast"] > 0
-            if lesion["kind"] == "tumour":
-                assert -abs(lesion["contrast"]) <= lesion["oedema_contrast"] <= -0.1
             if lesion["kind"] == "cavity":
                 assert lesion["contrast"] < 0
-                interior = ndi.binary_erosion(region)
-                around = ndi.binary_dilation(region, iterations=3) & ~ndi.binary_dilation(region) & subject.brain
-                contrast = subject.image[interior].mean() / subject.image[around].mean() - 1
-                assert abs(contrast - lesion["contrast"]) < 0.06
-                measured += 1
-    assert measured == 2
-    assert np.array_equal(subject.mask, (subject.lesion_labels > 0).astype(np.uint8))
+            if lesion["kind"] == "tumour":
+                assert -0.4 <= lesion["oedema_contrast"] <= -0.15
+                # 2 voxels or more, unless the tumour is too thin to keep a core inside such a ring
+                deepest = demo._depth_mm(region, 2.0).max()
+                thickness = lesion["oedema_thickness_mm"]
+                assert min(4.0, deepest - 2.0) <= thickness <= max(4.0, lesion["diameter_mm"] / 4)
+                assert all(part.any() for part, _ in _lesion_parts(subject, index))
+        assert np.array_equal(subject.mask, (subject.lesion_labels > 0).astype(np.uint8))
+
+
+def test_mri_lesions_are_the_only_change_and_visible_on_their_whole_masks(mri_twins):
+    # the twin draws the same anatomy, bias field and noise, so image / twin - 1 is what the lesions changed
+    cross_sections = 0
+    for subject, twin in mri_twins:
+        assert not twin.mask.any()
+        # the in-plane blur reaches 2 voxels: nothing changes beyond that around the mask
+        unchanged = ~_in_plane(2, subject.mask > 0)
+        np.testing.assert_array_equal(subject.image[unchanged], twin.image[unchanged])
+        for index in range(len(subject.lesions)):
+            for part, contrast in _lesion_parts(subject, index):
+                change = subject.image[part] / twin.image[part] - 1
+                # a slice is abnormal from 16 mm2 (4 pixels) of lesion: each such cross-section is visible
+                planes = np.nonzero(part)[2]
+                for k in np.flatnonzero(np.bincount(planes) >= 4):
+                    in_plane = change[planes == k]
+                    # half the smallest contrast (0.1) or more, in the direction asked, on 90 % of the mask
+                    assert np.mean(in_plane * np.sign(contrast) >= 0.05) >= 0.9, (index, k, contrast)
+                    cross_sections += 1
+    assert cross_sections >= 40
+
+
+def test_mri_lesion_contrast_is_the_requested_one(mri_twins):
+    interiors, against_ring = 0, []
+    for subject, twin in mri_twins:
+        tissue_level = 0.6 * np.percentile(twin.image[subject.brain], 95)  # grey and white matter, not fluid
+        for index, lesion in enumerate(subject.lesions):
+            for part, contrast in _lesion_parts(subject, index):
+                # the blur takes up to a third off the contrast of the smallest parts (foci, small cores)
+                ratio = np.median(subject.image[part] / twin.image[part] - 1) / contrast
+                assert 0.6 <= ratio <= 1.1, (lesion["kind"], ratio, contrast)
+                # one voxel in from the edge, where the blur does not mix the part with its neighbours
+                interior = part & ~_in_plane(1, ~part)
+                if interior.sum() >= 4:
+                    change = np.median(subject.image[interior] / twin.image[interior] - 1)
+                    assert abs(change - contrast) <= 0.02 + 0.1 * abs(contrast), (lesion["kind"], change, contrast)
+                    interiors += 1
+            if lesion["kind"] != "tumour":
+                # as a reader of the slices would see it: against the tissue in a ring just outside
+                region = subject.lesion_labels == index + 1
+                ring = _in_plane(3, region) & ~_in_plane(1, region) & (subject.lesion_labels == 0)
+                seen = subject.image[region].mean() / subject.image[ring & (twin.image > tissue_level)].mean() - 1
+                against_ring.append(np.sign(seen) == np.sign(lesion["contrast"]))
+    assert interiors >= 4
+    # the ring mixes grey and white matter, so that a subtle lesion may drown in it, but not most
+    assert len(against_ring) == 6 and sum(against_ring) >= 5
 
 
 def test_ct_haemorrhages_are_hyperdense_inside_the_brain():
-    subject = synthesize_subject("head_ct", np.random.default_rng(0), [("haemorrhage", 20.0), ("subdural", 45.0)])
+    # seed 1 draws a subdural haematoma 5.8 mm thick: thick enough for voxels out of the blur's reach
+    subject = synthesize_subject("head_ct", np.random.default_rng(1), [("haemorrhage", 20.0), ("subdural", 45.0)])
     depth = demo._depth_mm(subject.brain, 2.0)
     for index, lesion in enumerate(subject.lesions):
         region = subject.lesion_labels == index + 1
         assert subject.brain[region].all()
         interior = ndi.binary_erosion(region, structure=np.ones((3, 3, 1)))  # in-plane: away from the blur
+        assert interior.any()
         assert abs(subject.image[interior].mean() - lesion["hu"]) < 5
         extent_mm = max(np.ptp(axis) * 2.0 for axis in np.nonzero(region))
         if lesion["kind"] == "haemorrhage":

@@ -27,14 +27,22 @@ Subjects
 Lesions: every abnormal subject has a primary lesion and, with probability 1/2, one to three
 secondary ones, all inside its brain mask and clear of each other. Blobs are randomly oriented
 ellipsoids (longest axis the diameter, the others 0.7-1 times it) whose radius smooth noise
-erodes by up to 25 %. Lesions are painted before the blur and the noise.
+erodes by up to 25 %. Lesions are painted before the blur and the noise, from a random stream of
+their own: the same generator state with and without lesions gives the same subject (anatomy,
+bias field, scale, noise) apart from them, so ``image / twin - 1`` is exactly what they changed.
     - MRI (sizes are diameters): primary ``tumour`` 15-30 mm (probability 0.6) or ``cavity``
       8-20 mm (0.4); secondary ``focus`` 3-8 mm (0.5), ``cavity`` 6-20 mm (0.3) or ``tumour``
-      12-30 mm (0.2). A lesion voxel is ``(1 + contrast) * m`` (with 2 % smooth texture), ``m``
-      the mean noise-free intensity of the brain within 2 voxels around the lesion, and
-      ``|contrast|`` is drawn in [0.1, 0.6]: foci are hyperintense, cavities hypointense,
-      tumour cores (50-75 % of the diameter) either, inside a hypointense oedema ring of
-      contrast between -0.1 and half-way to the core's.
+      12-30 mm (0.2). Lesions are centred in white matter and cover the grey and white matter
+      of their blob (fluid in it is left as it is). A lesion multiplies the tissue it covers by
+      ``1 + contrast`` (with 2 % smooth texture), so that its mask is exactly the tissue it
+      changes and it differs by its contrast from the tissue it replaced and, at its edge, from
+      the tissue around it; ``|contrast|`` is drawn in [0.1, 0.6]: foci are hyperintense,
+      cavities hypointense, tumour cores either, inside a hypointense oedema ring of contrast
+      between -0.15 and -(0.15 + (|contrast| - 0.1) / 2), 15-25 % of the diameter thick and at
+      least 2 voxels (less only where the tumour is too thin to keep a core), so that the blur
+      does not wash the ring out (records: ``contrast``, ``oedema_contrast``,
+      ``oedema_thickness_mm``). The blur lowers the contrast of lesions a few voxels across
+      (by up to a third for the smallest foci).
     - CT: primary intraparenchymal ``haemorrhage`` 10-30 mm (0.6) or ``subdural`` haematoma
       (0.4); secondary haemorrhages 3-15 mm. Haemorrhages are 50-90 HU blobs; a subdural
       haematoma is a 50-80 HU crescent under the inner skull of the upper half of the brain,
@@ -104,7 +112,7 @@ __all__ = [
 ]
 
 #: Bump when a change alters the generated files; existing cohorts then no longer match.
-DEMO_GENERATOR_VERSION = 2
+DEMO_GENERATOR_VERSION = 3
 DEMO_MODALITIES = ("brain_mri", "head_ct")
 MANIFEST_NAME = "manifest.json"
 DATALIST_NAME = "datalist.json"
@@ -122,8 +130,9 @@ _MAX_SHIFT_MM = 3.0
 _ELASTIC_NODE_SPACING_MM = 32.0
 _ELASTIC_STD_MM = 2.0
 _PSF_SIGMA_VOXELS = (0.5, 0.5, 0.0)  # in-plane only, so that no lesion leaks into a neighbouring slice
-# a tumour's oedema ring: at least 2 voxels thick (the blur halves the contrast of a 1-voxel ring
-# next to an opposite-signed core) and of contrast at least -0.15 (its blurred edges stay near -0.1)
+# a tumour's oedema ring: at least 2 voxels thick (the blur takes half or more off the contrast of
+# a 1-voxel ring next to an opposite-signed core) and of contrast at least -0.15 (its blurred edges
+# stay near -0.1)
 _MIN_OEDEMA_VOXELS = 2
 _MIN_OEDEMA_CONTRAST = 0.15
 _MRI_REFERENCE = 1000.0
@@ -421,10 +430,16 @@ def _add_mri_lesions(
     clean: np.ndarray,
     brain: np.ndarray,
     tissue: np.ndarray,
+    white: np.ndarray,
     affine: np.ndarray,
     drawn: list[tuple[str, float]],
 ) -> tuple[np.ndarray, list[dict]]:
     """Paint the ``drawn`` (kind, diameter) lesions into the noise-free MRI ``clean`` (X, Y, Z), in place.
+
+    Lesions are centred in white matter (``white`` probability 0.5 or more) and cover the brain
+    tissue (``tissue``, grey plus white matter, 0.5 or more) of their blob: centred in white
+    matter, a lesion mostly has the tissue it changes around it too, so that its contrast to
+    what it replaced is also its contrast to its surroundings.
 
     Returns:
         The lesion label volume (int16, ``i + 1`` on lesion ``i``) and the lesion parameters.
@@ -438,7 +453,7 @@ def _add_mri_lesions(
     for index, (kind, diameter) in enumerate(drawn):
         blob = _irregular_blob(rng, diameter, voxel_size)
         half = blob.shape[0] // 2
-        centre = _pick_centre(rng, (depth > (half + 1) * voxel_size) & parenchyma, half, taken)
+        centre = _pick_centre(rng, (depth > (half + 1) * voxel_size) & (white >= 0.5), half, taken)
         box = _box(centre, half)
         # lesions change tissue: a blob over a sulcus or ventricle leaves its fluid as it is
         region = blob & parenchyma[box]
@@ -540,7 +555,9 @@ def synthesize_subject(
             (CT); the size is the diameter, or the span of a subdural haematoma.
         voxel_size: isotropic voxel size in mm.
 
-    See the module docstring for the anatomy, intensity and lesion models.
+    See the module docstring for the anatomy, intensity and lesion models. Two generators in the
+    same state give the same subject with and without ``lesions``: the lesion-free twin shows
+    what the lesions changed.
 
     Raises:
         ValueError: unknown modality or lesion kind, a non-positive size, or lesions that do not
@@ -564,8 +581,8 @@ def synthesize_subject(
     if modality == "brain_mri":
         clean = t1 * _MRI_REFERENCE
         if lesions:
-            tissue = _resample(template.tissue, coordinates)
-            labels, records = _add_mri_lesions(lesion_rng, clean, brain, tissue, affine, lesions)
+            tissue, white = _resample(template.tissue, coordinates), _resample(template.white, coordinates)
+            labels, records = _add_mri_lesions(lesion_rng, clean, brain, tissue, white, affine, lesions)
         scale = rng.uniform(0.75, 1.3)
         bias = np.exp(rng.uniform(0.05, 0.15) * _smooth_field(rng, shape, (3, 3, 3)))
         signal = _in_plane_blur(clean) * bias * scale
