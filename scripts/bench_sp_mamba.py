@@ -103,7 +103,7 @@ def main() -> None:
           f"scan (analytic) = {total:.2f} G; paper {PAPER_GMACS} G (fvcore, MACs) -> {100 * (total / PAPER_GMACS - 1):+.1f}%")
 
     features, prototypes = torch.randn(16, 512, 8, 8), torch.randn(10, 512, 8, 8)
-    fast = timed(lambda: window_prototype_distance(features, prototypes, 3), repeats=5)
+    fast = timed(lambda: window_prototype_distance(features, prototypes, 3), repeats=30, warmup=3)
     start = time.perf_counter()
     reference = loop_prototype_distance(features, prototypes, 3)
     slow = time.perf_counter() - start
