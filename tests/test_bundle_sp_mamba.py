@@ -35,6 +35,12 @@ def bundle(*args: str, config: str = "train.json", check: bool = True, runner: t
     return result
 
 
+def inference_args(run_dir: Path, cohort: Path, output_dir: Path) -> list[str]:
+    """inference.json overrides: the tiny cohort's test split, the trained run's model and thresholds."""
+    return ["--input", str(cohort), "--ckpt_path", str(run_dir / "models" / "model.pt"),
+            "--threshold_file", str(run_dir / "models" / "threshold.json"), "--output_dir", str(output_dir)]
+
+
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cohort")
@@ -92,8 +98,7 @@ def test_evaluate_writes_report_and_panels(trained, cohort):
 def test_inference_writes_maps_in_input_geometry_and_scores(trained, cohort):
     out, _ = trained
     infer_dir = out / "inference"
-    args = ["--input", str(cohort), "--ckpt_path", str(out / "models" / "model.pt"),
-            "--threshold_file", str(out / "models" / "threshold.json"), "--output_dir", str(infer_dir)] + TINY_NET
+    args = inference_args(out, cohort, infer_dir) + TINY_NET
     bundle(*args, config="inference.json")
     items = load_anomaly_datalist(cohort, "test")
     for item in items:
@@ -109,8 +114,7 @@ def test_inference_writes_maps_in_input_geometry_and_scores(trained, cohort):
 def test_volume_inference_keeps_volume_geometry(trained, cohort):
     out, _ = trained
     infer_dir = out / "inference_volume"
-    args = ["--input", str(cohort), "--ckpt_path", str(out / "models" / "model.pt"),
-            "--threshold_file", str(out / "models" / "threshold.json"), "--output_dir", str(infer_dir)] + TINY_NET
+    args = inference_args(out, cohort, infer_dir) + TINY_NET
     bundle(*args, config="inference.json+inference_volume.json")
     volumes = load_anomaly_datalist(cohort, "test_volumes")
     for item in volumes:
@@ -121,8 +125,7 @@ def test_volume_inference_keeps_volume_geometry(trained, cohort):
 
 def test_checkpoint_from_another_network_is_named(trained, cohort):
     out, _ = trained
-    args = ["--input", str(cohort), "--ckpt_path", str(out / "models" / "model.pt"),
-            "--threshold_file", str(out / "models" / "threshold.json"), "--output_dir", str(out / "bad")]
+    args = inference_args(out, cohort, out / "bad")
     result = bundle(*args, "--network_def#encoder_depth", "34", config="inference.json", check=False)
     assert result.returncode != 0 and "model.pt does not fit this configuration" in result.stderr
 
