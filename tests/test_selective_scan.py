@@ -225,7 +225,7 @@ def test_last_state_only_gradient():
 @pytest.mark.parametrize(
     "delta_scale, a_scale, expected_chunk",
     [
-        (1.0, 20.0, 4),  # delta * A down to -20 per step: short chunks
+        (1.0, 20.0, 7),  # delta * A down to -20 per step: short chunks, (7 // 2) * 20 <= 60
         (10.0, 16.0, 1),  # delta up to 10 with |A| up to 16: one step per chunk, exact
     ],
 )
@@ -247,13 +247,15 @@ def test_weak_decay_long_chunks():
 
 
 def test_chunk_length_bounds():
-    """Chunks hold at least 16 steps for large states, at most 64, and fewer only for strong decays."""
+    """Chunks hold at least 16 steps for large states, at most 64 and at most L, and fewer only for
+    strong decays."""
     A = -torch.ones(4096, 64)
-    assert ss._chunk_length(torch.full((4, 4096, 8), 0.01), None, False, A) == 16  # 2**20 state elements per step
-    assert ss._chunk_length(torch.full((1, 2, 8), 0.01), None, False, A[:2]) == 64
-    assert ss._chunk_length(torch.full((1, 2, 8), 3.0), None, False, A[:2]) == 21  # (21 - 1) * 3 <= 60
-    assert ss._chunk_length(torch.full((1, 2, 8), 3.0), torch.full((2,), -100.0), True, A[:2]) == 64
-    assert ss._chunk_length(torch.full((1, 2, 8), float("nan")), None, False, A[:2]) == 1
+    assert ss._chunk_length(torch.full((4, 4096, 32), 0.01), None, False, A) == 16  # 2**20 state elements per step
+    assert ss._chunk_length(torch.full((1, 2, 128), 0.01), None, False, A[:2]) == 64
+    assert ss._chunk_length(torch.full((1, 2, 40), 0.01), None, False, A[:2]) == 40
+    assert ss._chunk_length(torch.full((1, 2, 128), 3.0), None, False, A[:2]) == 41  # (41 // 2) * 3 <= 60
+    assert ss._chunk_length(torch.full((1, 2, 128), 3.0), torch.full((2,), -100.0), True, A[:2]) == 64
+    assert ss._chunk_length(torch.full((1, 2, 128), float("nan")), None, False, A[:2]) == 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -24,8 +24,9 @@ Backends (callers never branch on them):
   the rescaled inputs, and one small carry state passes sequentially from chunk to
   chunk. The chunk length adapts to the largest decay so that nothing overflows
   (:func:`_chunk_length` explains the choice). Step size, skip term and gate are
-  applied inside the same loop, and the backward pass is written by hand: it keeps
-  only the inputs and the per-chunk carries, and recomputes each chunk's states.
+  applied once to whole (B, D, L) tensors, outside the loop over chunks, and the
+  backward pass is written by hand: it keeps only the inputs and the per-chunk
+  carries, and recomputes each chunk's states.
 - ``"reference"``: a plain sequential loop over the sequence, kept as the ground
   truth for tests (:func:`selective_scan_ref`).
 
@@ -54,9 +55,9 @@ _CUDA_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Largest |sum of delta * A| over one chunk of the torch backend (see _chunk_length).
 _LOG_DECAY_RANGE = 60.0
-# Chunks hold about this many state elements (B * N * D * T), so they stay cache-sized, with
-# at least _MIN_CHUNK steps to spread the per-chunk overhead of large states.
-_CHUNK_ELEMENTS = 2**19
+# Chunks hold about this many state elements (B * N * D * T), so the work tensors stay a few
+# megabytes, with at least _MIN_CHUNK steps to spread the per-chunk overhead of large states.
+_CHUNK_ELEMENTS = 2**20
 _MIN_CHUNK, _MAX_CHUNK = 16, 64
 
 
@@ -199,6 +200,11 @@ def _time_slice(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     return x if x.shape[-1] == 1 else x[..., start:stop]
 
 
+def _pad_time(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """``x`` (..., L) with ``pad`` zero steps appended; unchanged when shared over time (L = 1)."""
+    return x if pad == 0 or x.shape[-1] == 1 else F.pad(x, (0, pad))
+
+
 def _grad_accumulator(x: torch.Tensor, chunk: int) -> torch.Tensor:
     """Zeros to accumulate the gradient of a (b, N, G, L or 1) tensor over the chunks.
 
@@ -210,7 +216,7 @@ def _grad_accumulator(x: torch.Tensor, chunk: int) -> torch.Tensor:
 
 def _accumulator_slice(acc: torch.Tensor, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """The part of ``acc`` (from :func:`_grad_accumulator` for ``x``) that steps ``start:stop`` add to."""
-    return acc[..., : stop - start] if x.shape[-1] == 1 else acc[..., start:stop]
+    return acc if x.shape[-1] == 1 else acc[..., start:stop]
 
 
 def _accumulated(acc: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -230,16 +236,18 @@ def _outer(x: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _inner(h: torch.Tensor, g: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """``sum_n h[b, n, d, t] * g[b, n, d // (D / G), t]``, (B, D, T), for ``h`` (B, N, D, T).
+def _inner(h: torch.Tensor, g: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Write ``sum_n h[b, n, d, t] * g[b, n, d // (D / G), t]`` into ``out`` (B, D, T), for ``h`` (B, N, D, T).
 
     ``g`` is (b, N, G, t); the product is formed in ``scratch``, which may be ``h`` itself.
+    ``out`` may be a strided view, e.g. a chunk of a (B, D, L) tensor: the sum is written
+    in place, without a copy.
     """
     batch, n_state, dim, steps = h.shape
     groups = g.shape[2]
     shape = (batch, n_state, groups, dim // groups, steps)
     product = torch.mul(h.view(shape), g.unsqueeze(3), out=scratch.view(shape))
-    return product.sum(1).view(batch, dim, steps)
+    return torch.sum(product.view(h.shape), 1, out=out)
 
 
 def _outer_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size, scratch: torch.Tensor) -> torch.Tensor:
@@ -257,60 +265,70 @@ def _outer_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size, scratch:
     return product.sum(3).sum_to_size(shape)
 
 
-def _triangle(steps: int, like: torch.Tensor, skip_first: bool = False) -> torch.Tensor:
-    """(T, T) matrix of ones on and above the diagonal: ``x @ it`` is a cumulative sum over the last axis.
-
-    With ``skip_first`` its first row is zero, so the sums leave out ``x[..., 0]``.
-    """
-    ones = torch.ones(steps, steps, dtype=like.dtype, device=like.device).triu_()
-    if skip_first:
-        ones[0] = 0
-    return ones
-
-
 def _reverse_cumsum(x: torch.Tensor, upper: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out[..., t] = sum_{s>=t} x[..., s]`` for contiguous (..., T) tensors; ``upper`` from :func:`_triangle`.
+    """``out[..., t] = sum_{s>=t} x[..., s]`` for contiguous (..., T) tensors.
 
-    A product with the transposed triangle: torch has no reversed cumsum, and flipping
-    costs two extra copies per chunk.
+    ``upper`` is the (T, T) matrix of ones on and above the diagonal. A product with its
+    transpose: torch has no reversed cumsum, flipping costs two extra copies per chunk, and
+    ``total - cumsum`` would cancel catastrophically between terms as far apart as ``e**+-60``.
     """
     steps = x.shape[-1]
     torch.matmul(x.view(-1, steps), upper.t(), out=out.view(-1, steps))
     return out
 
 
-def _chunk_delta(delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool) -> torch.Tensor:
-    """``softplus(delta + delta_bias)`` for one (B, D, T) chunk, bias and softplus optional."""
+def _step_sizes(delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool) -> torch.Tensor:
+    """``softplus(delta + delta_bias)``, (B, D, L), bias and softplus optional."""
     if delta_bias is not None:
         delta = delta + delta_bias[:, None]
     return F.softplus(delta) if delta_softplus else delta
 
 
-def _chunk_decays(delta: torch.Tensor, At2: torch.Tensor, after_first: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
-    """Decays of one chunk from its (B, D, T) ``delta`` and ``At2`` = A * log2(e) as (1, N, D, 1).
+class _Decays:
+    """Decays of every chunk of a padded sequence, in the closed form of :func:`_chunk_states`.
 
-    Writes ``rel_t = exp(A * sum_{k=1..t} delta_k)`` into ``rel`` (B, N, D, T): every decay
-    between two steps of the chunk is a ratio ``rel_t / rel_s``. Returns
-    ``first = exp(delta_0 A)`` (B, N, D), which carries the incoming state into the chunk.
-    ``after_first`` is :func:`_triangle` with its first row zeroed, so that
-    ``delta @ after_first`` sums ``delta_1..delta_t`` (one small matrix product; a cumsum is
-    slower on CPU). Powers of 2 are used because ``torch.exp2`` runs about twice as fast
-    as ``torch.exp`` on CPU, and these exponentials are the largest single cost of the scan.
+    Built from ``dt`` (B, D, L'), the step sizes with L' a multiple of ``chunk``, and ``At``
+    = A as (1, N, D, 1). For chunk ``i``, :meth:`relative` gives
+    ``rel_t = exp(A * (S_t - S_m))`` (B, N, D, T), where ``S_t = sum_{k=1..t} dt_k`` sums the
+    chunk's steps after its first and ``m = T // 2``: every decay between two steps of the chunk
+    is a ratio ``rel_t / rel_s``, and centring the exponents on the middle step halves their
+    range, so chunks can be twice as long as with ``S_0 = 0`` as reference (see
+    :func:`_chunk_length`). ``first[..., i]`` (B, N, D) is ``exp(dt_0 A)``, the decay of the
+    state entering the chunk.
+
+    ``rel`` is ``exp2`` of the outer product of the exponents with ``A log2(e)``: ``torch.exp2``
+    runs about twice as fast as ``torch.exp`` on CPU (and ``torch.pow`` of a broadcast base
+    several times slower), and these exponentials are the largest single cost of the scan.
     """
-    _outer(torch.matmul(delta, after_first), At2, rel).exp2_()
-    return torch.exp2(delta[:, None, :, 0] * At2[..., 0])
+
+    def __init__(self, dt: torch.Tensor, At: torch.Tensor, chunk: int) -> None:
+        batch, dim, length = dt.shape
+        steps = dt.view(batch, dim, length // chunk, chunk)
+        middle = chunk // 2
+        after_first = torch.ones(chunk, chunk, dtype=dt.dtype, device=dt.device).triu_()
+        after_first[0] = 0
+        # column t sums dt_1..dt_t minus dt_1..dt_m: the exponent of step t relative to the middle
+        centred = after_first - after_first[:, middle : middle + 1]
+        self.exponents = torch.matmul(steps, centred)  # (B, D, C, T)
+        self.At2 = At * math.log2(math.e)
+        self.first = torch.exp2(steps[:, None, :, :, 0] * self.At2)  # (B, N, D, C)
+
+    def relative(self, i: int, out: torch.Tensor) -> torch.Tensor:
+        """``rel`` of chunk ``i`` written into ``out`` (B, N, D, T)."""
+        return torch.mul(self.exponents[:, None, :, i], self.At2, out=out).exp2_()
 
 
 def _chunk_states(
-    x: torch.Tensor, rel: torch.Tensor, first: torch.Tensor, h_in: torch.Tensor, out: torch.Tensor
+    x: torch.Tensor, rel: torch.Tensor, carry: torch.Tensor, out: torch.Tensor
 ) -> torch.Tensor:
-    """Write the states of one chunk, ``h_t = rel_t * (first * h_in + sum_{s<=t} x_s / rel_s)``, into ``out``.
+    """Write the states of one chunk, ``h_t = rel_t * sum_{s<=t} x'_s / rel_s``, into ``out``.
 
-    ``x`` (B, N, D, T) is the input term ``delta_t u_t B_t`` (``out`` may be ``x``);
-    ``h_in`` (B, N, D) is the state before the chunk.
+    ``x`` (B, N, D, T) is the input term ``dt_t u_t B_t`` (``out`` may be ``x``); ``x'`` is
+    ``x`` with ``carry`` (B, N, D), the decayed state entering the chunk, added to its first
+    step. ``rel`` is from :class:`_Decays`.
     """
     torch.div(x, rel, out=out)
-    out[..., 0].addcmul_(first, h_in)
+    out[..., 0].addcdiv_(carry, rel[..., 0])
     return out.cumsum_(-1).mul_(rel)
 
 
@@ -322,23 +340,24 @@ def _chunk_length(
     ``delta`` (B, D, L) is the raw step size, turned into ``softplus(delta + delta_bias)``
     as in :func:`selective_scan_fn`; ``A`` is (D, N).
 
-    Inside a chunk the states are ``rel_t * (carry + cumsum_s(x_s / rel_s))`` with
-    ``rel_t = exp(P_t)``, ``P_t = A * sum_{k=1..t} delta_k`` (:func:`_chunk_states`). That
-    closed form needs ``1 / rel`` and ``rel`` to stay finite, and its error grows with
-    ``|P|``: float32 rounds ``P`` to about ``6e-8 * |P|``, which becomes the relative error
-    of every decay. So T is the largest length with ``(T - 1) * max|delta * A| <= 60``:
-    ``exp(+-60)`` is about ``1e+-26``, leaving a factor 1e12 below float32 overflow for
-    ``x`` and its running sums, and decays stay accurate to a few 1e-6. The first step of
-    a chunk never enters ``P`` (it only multiplies the incoming carry, where
-    ``exp(delta_0 A)`` may underflow to 0 harmlessly), so a single step may decay by any
-    amount: for ``max|delta * A| > 60`` the chunks shrink to T = 1 and the scan becomes
-    sequential, slower but exact. Typical Mamba values (delta <= 0.1, |A| <= 16) allow
-    T >= 38. Below that bound T is capped so that a chunk holds about 2**19 state elements
-    (B * N * D * T), which keeps the working tensors cache-sized, but kept between 16 and
-    64 steps, so that large states still amortize the per-chunk work.
+    Inside a chunk the states are ``rel_t * cumsum_s(x_s / rel_s)`` with
+    ``rel_t = exp(P_t)``, ``P_t = A * sum_{k=m+1..t} delta_k`` centred on the middle step
+    ``m = T // 2`` (:class:`_Decays`). That closed form needs ``1 / rel`` and ``rel`` to stay
+    finite, and its error grows with ``|P|``: float32 rounds ``P`` to about ``6e-8 * |P|``,
+    which becomes the relative error of every decay. ``|P|`` spans at most ``T // 2`` steps,
+    so T is the largest length with ``(T // 2) * max|delta * A| <= 60``: ``exp(+-60)`` is
+    about ``1e+-26``, leaving a factor 1e12 below float32 overflow for ``x`` and its running
+    sums, and decays stay accurate to a few 1e-6. The first step of a chunk never enters
+    ``P`` (it only decays the incoming carry, where ``exp(delta_0 A)`` may underflow to 0
+    harmlessly), so a single step may decay by any amount: for ``max|delta * A| > 60`` the
+    chunks shrink to T = 1 and the scan becomes sequential, slower but exact. Typical Mamba
+    values (delta <= 0.1, |A| <= 16) allow T >= 75. Below that bound T is capped so that a
+    chunk holds about 2**20 state elements (B * N * D * T), which keeps the working tensors
+    a few megabytes, but kept between 16 and 64 steps, so that large states still amortize
+    the per-chunk work; and T never exceeds L.
     """
-    batch, dim, _ = delta.shape
-    cap = max(_MIN_CHUNK, min(_MAX_CHUNK, _CHUNK_ELEMENTS // (batch * dim * A.shape[1])))
+    batch, dim, length = delta.shape
+    cap = min(length, max(_MIN_CHUNK, min(_MAX_CHUNK, _CHUNK_ELEMENTS // (batch * dim * A.shape[1]))))
     high, low = delta.amax(dim=(0, 2)), delta.amin(dim=(0, 2))  # per channel
     if delta_bias is not None:
         high, low = high + delta_bias, low + delta_bias
@@ -347,25 +366,9 @@ def _chunk_length(
     step = (largest * A.abs().amax(dim=1)).max().item()
     if not math.isfinite(step):
         return 1
-    if step * (cap - 1) <= _LOG_DECAY_RANGE:
+    if step * (cap // 2) <= _LOG_DECAY_RANGE:
         return cap
-    return 1 + int(_LOG_DECAY_RANGE // step)
-
-
-class _ChunkBuffers:
-    """``count`` reusable work tensors of ``shape`` (B, N, D, T) on ``like``'s device and dtype.
-
-    ``get(steps)`` returns contiguous (B, N, D, steps) views of them, so the shorter last
-    chunk reuses the same memory.
-    """
-
-    def __init__(self, count: int, shape: tuple[int, int, int, int], like: torch.Tensor) -> None:
-        self.shape = shape
-        self.flat = [like.new_empty(math.prod(shape)) for _ in range(count)]
-
-    def get(self, steps: int) -> list[torch.Tensor]:
-        shape = (*self.shape[:3], steps)
-        return [buf[: math.prod(shape)].view(shape) for buf in self.flat]
+    return min(cap, 2 * int(_LOG_DECAY_RANGE // step) + 1)
 
 
 class _ChunkedScan(torch.autograd.Function):
@@ -376,8 +379,10 @@ class _ChunkedScan(torch.autograd.Function):
     ``z``, ``D``, ``delta_bias`` may be None; ``chunk`` from :func:`_chunk_length`.
     Outputs: ``out`` (B, D, L) and the last state (B, D, N).
 
-    The step size, skip term and gate are applied per chunk, like mamba-ssm's fused
-    kernel, so no (B, D, L) intermediate is allocated. The working layout is
+    Everything that is (B, D, L) (step sizes, ``dt * u``, the skip term and the gate) is
+    computed once on whole contiguous tensors; only the (B, N, D, T) state work runs per
+    chunk. The sequence is padded with zero steps (``dt = 0``: no decay, no input) to a
+    multiple of the chunk, so every chunk has the same length. The working layout is
     (B, N, D, T): time last, so the running sums and the chunk slices of (B, D, L) inputs
     need no transposes, and sums over the state run over an outer axis. Only the inputs,
     the state entering each chunk and (with ``z``) the ungated output are saved; the
@@ -390,31 +395,29 @@ class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, At, Bg, Cg, D, z, delta_bias, delta_softplus, chunk):  # type: ignore[override]
         batch, dim, length = u.shape
-        n_state, n_chunks = At.shape[1], -(-length // chunk)
-        out = torch.empty_like(u)
-        # the ungated output is kept for the gradient of z, when any gradient is needed
-        ungated = torch.empty_like(u) if z is not None and any(ctx.needs_input_grad) else None
+        n_state, pad = At.shape[1], -length % chunk
+        dt = _step_sizes(delta, delta_bias, delta_softplus)
+        dt_u = _pad_time(dt * u, pad)
+        decays = _Decays(_pad_time(dt, pad), At, chunk)
+        Bp, Cp = _pad_time(Bg, pad), _pad_time(Cg, pad)
+        n_chunks = (length + pad) // chunk
+        ys = u.new_empty(batch, dim, length + pad)
         carries = u.new_empty(n_chunks + 1, batch, n_state, dim)  # carries[i]: state before chunk i
         carries[0] = 0
-        bufs = _ChunkBuffers(2, (batch, n_state, dim, chunk), u)
-        after_first, At2 = _triangle(chunk, u, skip_first=True), At * math.log2(math.e)
+        rel, states = (u.new_empty(batch, n_state, dim, chunk) for _ in range(2))
         for i in range(n_chunks):
-            start, stop = i * chunk, min((i + 1) * chunk, length)
-            rel, states = bufs.get(stop - start)
-            u_c = u[..., start:stop]
-            delta_c = _chunk_delta(delta[..., start:stop], delta_bias, delta_softplus)
-            first = _chunk_decays(delta_c, At2, after_first[: stop - start, : stop - start], rel)
-            x = _outer(delta_c * u_c, _time_slice(Bg, start, stop), out=states)
-            _chunk_states(x, rel, first, carries[i], out=states)
+            start, stop = i * chunk, (i + 1) * chunk
+            decays.relative(i, out=rel)
+            x = _outer(dt_u[..., start:stop], _time_slice(Bp, start, stop), out=states)
+            _chunk_states(x, rel, decays.first[..., i] * carries[i], out=states)
             carries[i + 1] = states[..., -1]
-            y = _inner(states, _time_slice(Cg, start, stop), scratch=states)
-            if D is not None:
-                y.addcmul_(u_c, D[:, None])
-            if z is not None:
-                if ungated is not None:
-                    ungated[..., start:stop] = y
-                y.mul_(F.silu(z[..., start:stop]))
-            out[..., start:stop] = y
+            _inner(states, _time_slice(Cp, start, stop), scratch=states, out=ys[..., start:stop])
+        y = ys[..., :length]
+        if D is not None:
+            y = torch.addcmul(y, u, D[:, None])
+        # the ungated output is kept for the gradient of z, when any gradient is needed
+        ungated = y if z is not None and any(ctx.needs_input_grad) else None
+        out = y * F.silu(z) if z is not None else y.contiguous()
         ctx.save_for_backward(u, delta, At, Bg, Cg, D, z, delta_bias, carries, ungated)
         ctx.chunk, ctx.delta_softplus = chunk, delta_softplus
         return out, carries[-1].transpose(1, 2).contiguous()
@@ -424,60 +427,55 @@ class _ChunkedScan(torch.autograd.Function):
     def backward(ctx, dout, dlast):  # type: ignore[override]
         u, delta, At, Bg, Cg, D, z, delta_bias, carries, ungated = ctx.saved_tensors
         (batch, dim, length), chunk = u.shape, ctx.chunk
-        d_u, d_delta = torch.empty_like(u), torch.empty_like(delta)
-        dz = None if z is None else torch.empty_like(z)
-        dAt, dBg, dCg = (_grad_accumulator(x, chunk) for x in (At, Bg, Cg))
-        # D and delta_bias: one slot per step of a chunk, summed at the end (see _grad_accumulator)
-        dD, d_bias = (None if x is None else x.new_zeros(dim, chunk) for x in (D, delta_bias))
-        bufs = _ChunkBuffers(5, (batch, At.shape[1], dim, chunk), u)
-        full_upper, full_after_first = _triangle(chunk, u), _triangle(chunk, u, skip_first=True)
-        At2 = At * math.log2(math.e)
+        n_state, pad = At.shape[1], -length % chunk
+        raw = delta if delta_bias is None else delta + delta_bias[:, None]
+        dt = F.softplus(raw) if ctx.delta_softplus else raw
         dout = dout.contiguous()
+        dz = None
+        if z is not None:
+            dz = torch.ops.aten.silu_backward(dout * ungated, z)
+            dout = dout * F.silu(z)
+        dD = None if D is None else (dout * u).sum((0, 2))
+        dy, u_p, dt_p = (_pad_time(x, pad) for x in (dout, u, dt))
+        dt_u = dt_p * u_p
+        decays = _Decays(dt_p, At, chunk)
+        Bp, Cp = _pad_time(Bg, pad), _pad_time(Cg, pad)
+        d_dt_u, d_dt = torch.empty_like(dt_u), torch.empty_like(dt_u)
+        dAt, dBp, dCp = (_grad_accumulator(x, chunk) for x in (At, Bp, Cp))
+        rel, x, states, adj, scratch = (u.new_empty(batch, n_state, dim, chunk) for _ in range(5))
+        upper = torch.ones(chunk, chunk, dtype=u.dtype, device=u.device).triu_()
         g = dlast.transpose(1, 2)  # gradient reaching the chunk's last state from later steps
         for i in reversed(range(carries.shape[0] - 1)):
-            start, stop = i * chunk, min((i + 1) * chunk, length)
-            steps = stop - start
-            rel, x, states, adj, scratch = bufs.get(steps)
-            upper, after_first = full_upper[:steps, :steps], full_after_first[:steps, :steps]
-            Bc, Cc = _time_slice(Bg, start, stop), _time_slice(Cg, start, stop)
-            u_c, dy = u[..., start:stop], dout[..., start:stop]
-            raw = delta[..., start:stop] if delta_bias is None else delta[..., start:stop] + delta_bias[:, None]
-            delta_c = F.softplus(raw) if ctx.delta_softplus else raw
-            if z is not None:
-                z_c = z[..., start:stop]
-                dz[..., start:stop] = torch.ops.aten.silu_backward(dy * ungated[..., start:stop], z_c)
-                dy = dy * F.silu(z_c)
-            if D is not None:
-                dD[:, :steps] += (dy * u_c).sum(0)
-            du_c = delta_c * u_c
-            first = _chunk_decays(delta_c, At2, after_first, rel)
-            _chunk_states(_outer(du_c, Bc, x), rel, first, carries[i], out=states)
+            start, stop = i * chunk, (i + 1) * chunk
+            Bc, Cc = _time_slice(Bp, start, stop), _time_slice(Cp, start, stop)
+            dy_c, dt_c = dy[..., start:stop], dt_p[..., start:stop]
+            decays.relative(i, out=rel)
+            first = decays.first[..., i]
+            _chunk_states(_outer(dt_u[..., start:stop], Bc, x), rel, first * carries[i], out=states)
             # adjoint g_t = (1 / rel_t) * (sum_{s>=t} rel_s C_s dy_s + rel_{T-1} g): a reversed running sum
-            _outer(dy, Cc, scratch).mul_(rel)
+            _outer(dy_c, Cc, scratch).mul_(rel)
             scratch[..., -1].addcmul_(rel[..., -1], g)
             adj = _reverse_cumsum(scratch, upper, out=adj).div_(rel)
             g = first * adj[..., 0]
-            d_du = _inner(adj, Bc, scratch)
-            for acc, x_full, grad, weight in ((dBg, Bg, adj, du_c), (dCg, Cg, states, dy)):
+            _inner(adj, Bc, scratch, out=d_dt_u[..., start:stop])
+            for acc, x_full, grad, weight in ((dBp, Bp, adj, dt_u[..., start:stop]), (dCp, Cp, states, dy_c)):
                 acc_c = _accumulator_slice(acc, x_full, start, stop)
                 acc_c += _outer_grad(grad, weight, acc_c.shape, scratch)
-            # d h_t / d(delta_t A) = exp(delta_t A) h_{t-1} = h_t - x_t
+            # d h_t / d(dt_t A) = exp(dt_t A) h_{t-1} = h_t - x_t
             d_log_decay = states.sub_(x).mul_(adj)
-            d_delta_c = torch.addcmul(_inner(d_log_decay, At, scratch), d_du, u_c)
-            dAt_c = _accumulator_slice(dAt, At, start, stop)
-            dAt_c += _outer_grad(d_log_decay, delta_c, dAt_c.shape, scratch=d_log_decay)
-            d_u_c = d_du.mul_(delta_c)
-            if D is not None:
-                d_u_c.addcmul_(dy, D[:, None])
-            d_u[..., start:stop] = d_u_c
-            if ctx.delta_softplus:
-                d_delta_c = torch.ops.aten.softplus_backward(d_delta_c, raw, 1.0, 20.0)
-            d_delta[..., start:stop] = d_delta_c
-            if delta_bias is not None:
-                d_bias[:, :steps] += d_delta_c.sum(0)
-        dAt, dBg, dCg = (_accumulated(acc, x) for acc, x in ((dAt, At), (dBg, Bg), (dCg, Cg)))
-        dD, d_bias = (None if acc is None else acc.sum(-1) for acc in (dD, d_bias))
-        return d_u, d_delta, dAt, dBg, dCg, dD, dz, d_bias, None, None
+            _inner(d_log_decay, At, scratch, out=d_dt[..., start:stop])
+            dAt += _outer_grad(d_log_decay, dt_c, dAt.shape, scratch=d_log_decay)
+        d_dt_u, d_dt = d_dt_u[..., :length], d_dt[..., :length]
+        d_u = d_dt_u * dt
+        if D is not None:
+            d_u.addcmul_(dout, D[:, None])
+        d_delta = d_dt.addcmul_(d_dt_u, u)
+        if ctx.delta_softplus:
+            d_delta = torch.ops.aten.softplus_backward(d_delta, raw, 1.0, 20.0)
+        d_bias = None if delta_bias is None else d_delta.sum((0, 2))
+        dBg = _accumulated(dBp, Bp)[..., : Bg.shape[-1]]
+        dCg = _accumulated(dCp, Cp)[..., : Cg.shape[-1]]
+        return d_u, d_delta, _accumulated(dAt, At), dBg, dCg, dD, dz, d_bias, None, None
 
 
 def _scan_torch(
