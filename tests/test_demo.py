@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections import Counter
 from pathlib import Path
 
 import nibabel as nib
@@ -148,6 +149,31 @@ def test_volume_entries_match_subject_labels(cohorts, modality):
             assert Path(item["mask"]).name == f"{item['subject']}_mask.nii.gz"
 
 
+@pytest.mark.parametrize("modality", DEMO_MODALITIES)
+def test_normal_subjects_export_at_most_max_normal_slices(cohorts, modality):
+    datalist = _read_json(cohorts[1][modality])
+    limit = _read_json(cohorts[1][modality].parent / "manifest.json")["parameters"]["max_normal_slices"]
+    for split in SPLITS:
+        per_subject = Counter(_subject_of(item) for item in datalist[split] if item["label"] == 0)
+        assert per_subject and max(per_subject.values()) <= limit, split
+
+
+def test_mri_is_skull_stripped(mri_twins):
+    for subject, _ in mri_twins:
+        assert not subject.image[~subject.brain].any()
+        assert (subject.image[subject.brain] > 0).mean() > 0.99
+
+
+def test_lesion_centres_are_spread_evenly_over_axial_planes():
+    """A plane with few candidate voxels is as likely as one with many."""
+    allowed = np.zeros((40, 40, 5), bool)
+    allowed[5:35, 5:35, 1] = True  # 900 candidates
+    allowed[20, 20, 3] = True  # 1 candidate
+    rng = np.random.default_rng(0)
+    planes = Counter(int(demo._pick_centre(rng, allowed, 1, [])[2]) for _ in range(400))
+    assert set(planes) == {1, 3} and 150 < planes[3] < 250
+
+
 # every MRI lesion kind, two tumours so that one is small enough for its core to feel the blur
 MRI_LESIONS = [("tumour", 26.0), ("tumour", 14.0), ("cavity", 12.0), ("focus", 7.0), ("cavity", 8.0)]
 
@@ -274,7 +300,7 @@ def test_ct_haemorrhages_are_hyperdense_inside_the_brain():
 @pytest.mark.parametrize(
     "modality, primary, sizes",
     [
-        ("brain_mri", {"tumour", "cavity"}, {"tumour": (12, 30), "cavity": (6, 20), "focus": (3, 8)}),
+        ("brain_mri", {"tumour", "cavity"}, {"tumour": (12, 50), "cavity": (6, 30), "focus": (3, 8)}),
         ("head_ct", {"haemorrhage", "subdural"}, {"haemorrhage": (3, 30), "subdural": (30, 60)}),
     ],
 )
@@ -405,6 +431,7 @@ def test_ensure_refuses_a_folder_that_is_not_a_cohort(tmp_path):
         ({"slice_stride": 0}, ValueError, "slice_stride"),
         ({"min_brain_fraction": 0.0}, ValueError, "min_brain_fraction"),
         ({"min_lesion_area_mm2": -1.0}, ValueError, "min_lesion_area_mm2"),
+        ({"max_normal_slices": 0}, ValueError, "max_normal_slices"),
         ({"num_subjects": 3}, TypeError, "num_subjects"),
     ],
 )

@@ -18,7 +18,8 @@ Subjects
     - Brain MRI, integer arbitrary units (white matter ~860 before scaling): the warped T1, an
       in-plane blur (sigma 0.5 voxel), a multiplicative bias field (``exp`` of a smooth field of
       standard deviation 0.05-0.15), a global scale in [0.75, 1.3] and Rician noise of standard
-      deviation 1-3 % of the scaled 1000-unit reference.
+      deviation 1-3 % of the scaled 1000-unit reference; then skull-stripped (zero outside the
+      brain mask), as brain-MRI anomaly benchmarks built on BraTS (e.g. BMAD) are.
     - Head CT, integer Hounsfield units: grey matter 40, white matter 25 and CSF 5 HU mixed by
       the warped probability maps inside the brain mask; around it a skull 5-7 mm thick (varying
       smoothly by up to ~1 mm) with 1000 HU tables and a 700 HU diploe, 3-6 mm of 30 HU scalp
@@ -30,8 +31,8 @@ ellipsoids (longest axis the diameter, the others 0.7-1 times it) whose radius s
 erodes by up to 25 %. Lesions are painted before the blur and the noise, from a random stream of
 their own: the same generator state with and without lesions gives the same subject (anatomy,
 bias field, scale, noise) apart from them, so ``image / twin - 1`` is exactly what they changed.
-    - MRI (sizes are diameters): primary ``tumour`` 15-30 mm (probability 0.6) or ``cavity``
-      8-20 mm (0.4); secondary ``focus`` 3-8 mm (0.5), ``cavity`` 6-20 mm (0.3) or ``tumour``
+    - MRI (sizes are diameters): primary ``tumour`` 25-50 mm, oedema included, as gliomas of
+      BraTS are (probability 0.6) or ``cavity`` 12-30 mm (0.4); secondary ``focus`` 3-8 mm (0.5), ``cavity`` 6-20 mm (0.3) or ``tumour``
       12-30 mm (0.2). Lesions are centred in white matter and cover the grey and white matter
       of their blob (fluid in it is left as it is). A lesion multiplies the tissue it covers by
       ``1 + contrast`` (with 2 % smooth texture), so that its mask is exactly the tissue it
@@ -49,13 +50,16 @@ bias field, scale, noise) apart from them, so ``image / twin - 1`` is exactly wh
       30-60 mm across and 3-10 mm thick in its middle, replacing the brain under it.
 
 Slices and splits
-    - Axial planes are kept where the brain mask covers at least ``min_brain_fraction`` (0.5)
+    - Axial planes are kept where the brain mask covers at least ``min_brain_fraction`` (0.75)
       of the subject's largest axial brain area; of those, every ``slice_stride``-th (2) is
-      exported.
+      exported. Lesion centres are drawn with every axial plane equally likely, so abnormal
+      slices come from the same levels as normal ones.
     - An exported slice is abnormal (label 1) iff its lesion mask covers at least
-      ``min_lesion_area_mm2`` (16 mm2, 4 pixels at 2 mm). Abnormal subjects contribute their
+      ``min_lesion_area_mm2`` (100 mm2, 25 pixels at 2 mm). Abnormal subjects contribute their
       abnormal slices only: their lesion-free slices and those with a smaller, non-zero lesion
       area are dropped, so every normal slice comes from a normal subject and is lesion-free.
+      A normal subject exports at most ``max_normal_slices`` (4) of its kept slices, drawn at
+      random, so normal slices come from about as many subjects as abnormal ones.
     - ``training`` holds normal subjects; ``validation`` and ``test`` hold normal and abnormal
       subjects of their own, so no subject is in two splits. Each of the five groups (split and
       label) grows by whole subjects until it has its ``num_*`` slices.
@@ -112,7 +116,7 @@ __all__ = [
 ]
 
 #: Bump when a change alters the generated files; existing cohorts then no longer match.
-DEMO_GENERATOR_VERSION = 3
+DEMO_GENERATOR_VERSION = 4
 DEMO_MODALITIES = ("brain_mri", "head_ct")
 MANIFEST_NAME = "manifest.json"
 DATALIST_NAME = "datalist.json"
@@ -348,13 +352,22 @@ def _pick_centre(
 ) -> np.ndarray:
     """Random voxel of ``allowed`` whose box of half-side ``half`` lies in the grid, clear of the ``taken`` lesions.
 
+    Every axial plane (last axis) holding candidates is equally likely, whatever its number of
+    candidates: lesions spread over the brain's height instead of crowding the levels where white
+    matter is widest, so abnormal slices come from the same levels as normal ones and a detector
+    cannot tell them apart by level alone.
+
     Raises:
         ValueError: no such voxel, i.e. the lesions do not fit the brain on this grid.
     """
     inside = np.zeros_like(allowed)
     inside[tuple(slice(half, n - half) for n in allowed.shape)] = True
     candidates = np.argwhere(allowed & inside)
-    for candidate in candidates[rng.permutation(len(candidates))[:256]]:
+    _, level, per_level = np.unique(candidates[:, 2], return_inverse=True, return_counts=True)
+    weights = 1.0 / per_level[level]
+    tries = min(256, len(candidates))
+    order = rng.choice(len(candidates), size=tries, replace=False, p=weights / weights.sum()) if tries else []
+    for candidate in candidates[order]:
         if all(np.linalg.norm(candidate - centre) > half + other + 1 for centre, other in taken):
             return candidate
     raise ValueError(
@@ -367,7 +380,7 @@ def _pick_centre(
 # probability 1/2, one to three secondary ones; sizes are diameters, subdural ones their span
 _LESION_TABLE = {
     "brain_mri": {
-        "primary": (("tumour", (15.0, 30.0), 0.6), ("cavity", (8.0, 20.0), 0.4)),
+        "primary": (("tumour", (25.0, 50.0), 0.6), ("cavity", (12.0, 30.0), 0.4)),
         "secondary": (("focus", (3.0, 8.0), 0.5), ("cavity", (6.0, 20.0), 0.3), ("tumour", (12.0, 30.0), 0.2)),
     },
     "head_ct": {
@@ -589,6 +602,8 @@ def synthesize_subject(
         sigma = rng.uniform(0.01, 0.03) * _MRI_REFERENCE * scale
         # Rician noise: magnitude of a complex signal with Gaussian noise in both channels
         image = np.round(np.hypot(signal + rng.normal(0, sigma, shape), rng.normal(0, sigma, shape)))
+        # skull-stripped, as brain MRI anomaly benchmarks (BraTS, BMAD) are: zero outside the brain
+        image[~brain] = 0
     else:
         # grey and white matter only matter inside the brain: sampling only there halves the cost
         grey, white = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
@@ -757,6 +772,10 @@ class DemoCohortParameters:
             of the subject's largest axial brain area, in (0, 1].
         min_lesion_area_mm2: a kept slice is abnormal iff its lesion mask covers at least this
             area; slices of abnormal subjects below it are dropped.
+        max_normal_slices: a normal subject exports at most this many of its kept slices, drawn
+            at random: normal slices then come from about as many subjects as abnormal ones (which
+            only have a few lesion slices each), so no single subject's noise level or anatomy
+            dominates a split.
     """
 
     num_train: int = 300
@@ -766,14 +785,16 @@ class DemoCohortParameters:
     num_test_abnormal: int = 100
     voxel_size: float = 2.0
     slice_stride: int = 2
-    min_brain_fraction: float = 0.5
-    min_lesion_area_mm2: float = 16.0
+    min_brain_fraction: float = 0.75
+    min_lesion_area_mm2: float = 100.0
+    max_normal_slices: int = 4
 
     def __post_init__(self) -> None:
         for name in ("num_train", "num_val_normal", "num_val_abnormal", "num_test_normal", "num_test_abnormal"):
             minimum = 1 if name == "num_train" else 0
             object.__setattr__(self, name, _check_int(name, getattr(self, name), minimum))
         object.__setattr__(self, "slice_stride", _check_int("slice_stride", self.slice_stride, minimum=1))
+        object.__setattr__(self, "max_normal_slices", _check_int("max_normal_slices", self.max_normal_slices, minimum=1))
         for name, low, high in (
             ("voxel_size", 1.0, np.inf),
             ("min_brain_fraction", 0.0, 1.0),
@@ -832,8 +853,10 @@ def _export_subject(
     subject_id: str,
     subject: DemoSubject,
     params: DemoCohortParameters,
+    rng: np.random.Generator,
 ) -> tuple[list[dict], dict, int]:
-    """Write one subject's volume, mask and kept slices under ``folder``.
+    """Write one subject's volume, mask and kept slices under ``folder``; ``rng`` draws the slices of
+    a normal subject.
 
     Returns:
         The slice items (absolute paths), the volume item and the number of dropped slices.
@@ -851,7 +874,10 @@ def _export_subject(
 
     lesion_area = subject.mask.sum(axis=(0, 1)) * params.voxel_size**2
     items, dropped = [], 0
-    for k in _axial_slices(subject.brain, params.min_brain_fraction, params.slice_stride):
+    levels = _axial_slices(subject.brain, params.min_brain_fraction, params.slice_stride)
+    if label == 0 and len(levels) > params.max_normal_slices:
+        levels = np.sort(rng.choice(levels, params.max_normal_slices, replace=False))
+    for k in levels:
         slice_label = int(lesion_area[k] >= params.min_lesion_area_mm2)
         # abnormal subjects give abnormal slices only: their lesion-free and sub-threshold slices are dropped
         if slice_label != label:
@@ -889,7 +915,7 @@ def _write_cohort(folder: Path, modality: str, seed: int, params: DemoCohortPara
             rng = _subject_rng(seed, modality, split, label, index)
             subject = synthesize_subject(modality, rng, draw_lesions(rng, modality) if label else (), params.voxel_size)
             items, volume_item, subject_dropped = _export_subject(
-                folder, modality, seed, split, label, subject_id, subject, params
+                folder, modality, seed, split, label, subject_id, subject, params, rng
             )
             datalist[split] += items
             datalist[f"{split}_volumes"].append(volume_item)
@@ -948,6 +974,7 @@ def generate_demo_cohort(
     slice_stride: int = DemoCohortParameters.slice_stride,
     min_brain_fraction: float = DemoCohortParameters.min_brain_fraction,
     min_lesion_area_mm2: float = DemoCohortParameters.min_lesion_area_mm2,
+    max_normal_slices: int = DemoCohortParameters.max_normal_slices,
 ) -> Path:
     """Generate a demo cohort of ``modality`` into ``root_dir/<modality>/`` and return its datalist path.
 
@@ -975,6 +1002,7 @@ def generate_demo_cohort(
         slice_stride=slice_stride,
         min_brain_fraction=min_brain_fraction,
         min_lesion_area_mm2=min_lesion_area_mm2,
+        max_normal_slices=max_normal_slices,
     )
     target = Path(root_dir) / modality
     if target.exists():
