@@ -332,6 +332,23 @@ def _chunk_states(
     return out.cumsum_(-1).mul_(rel)
 
 
+def _padded_chunks(
+    dt: torch.Tensor, u: torch.Tensor, At: torch.Tensor, Bg: torch.Tensor, Cg: torch.Tensor, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor, _Decays, torch.Tensor, torch.Tensor]:
+    """What the forward and backward passes of :class:`_ChunkedScan` both loop over.
+
+    The step sizes ``dt`` and ``u`` (B, D, L), and ``Bg``, ``Cg`` when they vary over time, are
+    padded with zero steps (``dt = 0``: no decay, no input) to a multiple of ``chunk``.
+
+    Returns:
+        The padded ``dt`` and ``dt * u`` (B, D, L'), the :class:`_Decays` of every chunk, and the
+        padded ``Bg`` and ``Cg``.
+    """
+    pad = -dt.shape[-1] % chunk
+    dt_p = _pad_time(dt, pad)
+    return dt_p, _pad_time(dt * u, pad), _Decays(dt_p, At, chunk), _pad_time(Bg, pad), _pad_time(Cg, pad)
+
+
 def _chunk_length(
     delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool, A: torch.Tensor
 ) -> int:
@@ -381,8 +398,8 @@ class _ChunkedScan(torch.autograd.Function):
 
     Everything that is (B, D, L) (step sizes, ``dt * u``, the skip term and the gate) is
     computed once on whole contiguous tensors; only the (B, N, D, T) state work runs per
-    chunk. The sequence is padded with zero steps (``dt = 0``: no decay, no input) to a
-    multiple of the chunk, so every chunk has the same length. The working layout is
+    chunk. The sequence is padded to a multiple of the chunk (:func:`_padded_chunks`), so
+    every chunk has the same length. The working layout is
     (B, N, D, T): time last, so the running sums and the chunk slices of (B, D, L) inputs
     need no transposes, and sums over the state run over an outer axis. Only the inputs,
     the state entering each chunk and (with ``z``) the ungated output are saved; the
@@ -395,13 +412,10 @@ class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, At, Bg, Cg, D, z, delta_bias, delta_softplus, chunk):  # type: ignore[override]
         batch, dim, length = u.shape
-        n_state, pad = At.shape[1], -length % chunk
-        dt = _step_sizes(delta, delta_bias, delta_softplus)
-        dt_u = _pad_time(dt * u, pad)
-        decays = _Decays(_pad_time(dt, pad), At, chunk)
-        Bp, Cp = _pad_time(Bg, pad), _pad_time(Cg, pad)
-        n_chunks = (length + pad) // chunk
-        ys = u.new_empty(batch, dim, length + pad)
+        n_state = At.shape[1]
+        _, dt_u, decays, Bp, Cp = _padded_chunks(_step_sizes(delta, delta_bias, delta_softplus), u, At, Bg, Cg, chunk)
+        n_chunks = dt_u.shape[-1] // chunk
+        ys = torch.empty_like(dt_u)
         carries = u.new_empty(n_chunks + 1, batch, n_state, dim)  # carries[i]: state before chunk i
         carries[0] = 0
         rel, states = (u.new_empty(batch, n_state, dim, chunk) for _ in range(2))
@@ -427,7 +441,7 @@ class _ChunkedScan(torch.autograd.Function):
     def backward(ctx, dout, dlast):  # type: ignore[override]
         u, delta, At, Bg, Cg, D, z, delta_bias, carries, ungated = ctx.saved_tensors
         (batch, dim, length), chunk = u.shape, ctx.chunk
-        n_state, pad = At.shape[1], -length % chunk
+        n_state = At.shape[1]
         raw = delta if delta_bias is None else delta + delta_bias[:, None]
         dt = F.softplus(raw) if ctx.delta_softplus else raw
         dout = dout.contiguous()
@@ -436,10 +450,8 @@ class _ChunkedScan(torch.autograd.Function):
             dz = torch.ops.aten.silu_backward(dout * ungated, z)
             dout = dout * F.silu(z)
         dD = None if D is None else (dout * u).sum((0, 2))
-        dy, u_p, dt_p = (_pad_time(x, pad) for x in (dout, u, dt))
-        dt_u = dt_p * u_p
-        decays = _Decays(dt_p, At, chunk)
-        Bp, Cp = _pad_time(Bg, pad), _pad_time(Cg, pad)
+        dt_p, dt_u, decays, Bp, Cp = _padded_chunks(dt, u, At, Bg, Cg, chunk)
+        dy = _pad_time(dout, dt_u.shape[-1] - length)
         d_dt_u, d_dt = torch.empty_like(dt_u), torch.empty_like(dt_u)
         dAt, dBp, dCp = (_grad_accumulator(x, chunk) for x in (At, Bp, Cp))
         rel, x, states, adj, scratch = (u.new_empty(batch, n_state, dim, chunk) for _ in range(5))
