@@ -70,6 +70,9 @@ def test_train_writes_best_model_threshold_and_resumable_checkpoint(trained):
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert 0.0 <= float(rows[-1]["image_auroc"]) <= 1.0 and "pixel_auroc" in rows[-1]
+    # the best model and its thresholds come from the first epoch with the highest validation AUPRO
+    best_epoch = max(rows, key=lambda r: float(r["val_aupro"]))["epoch"]
+    assert threshold["epoch"] == int(best_epoch)
 
 
 def test_training_resumes_without_repeating_finished_epochs(trained):
