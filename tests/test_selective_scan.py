@@ -246,6 +246,15 @@ def test_weak_decay_long_chunks():
     check_against_reference(inputs)
 
 
+def test_cuda_chunk_cap_matches_reference(monkeypatch):
+    """Chunks as long as the CUDA cap (256 steps), run here on CPU: the closed form stays exact."""
+    monkeypatch.setattr(ss, "_MIN_CHUNK", ss._MAX_CHUNK_CUDA)
+    monkeypatch.setattr(ss, "_MAX_CHUNK", ss._MAX_CHUNK_CUDA)
+    inputs = make_inputs(1, 2, 3, 600, "input", "input", delta_scale=1e-3)
+    assert chunk_of(inputs) == 256
+    check_against_reference(inputs)
+
+
 def test_chunk_length_bounds():
     """Chunks hold at least 16 steps for large states, at most 64 and at most L, and fewer only for
     strong decays."""

@@ -59,6 +59,8 @@ _LOG_DECAY_RANGE = 60.0
 # megabytes, with at least _MIN_CHUNK steps to spread the per-chunk overhead of large states.
 _CHUNK_ELEMENTS = 2**20
 _MIN_CHUNK, _MAX_CHUNK = 16, 64
+# On a GPU a chunk's time is its dozen kernel launches, not cache misses: chunks as long as the decays allow.
+_MAX_CHUNK_CUDA = 256
 
 
 @lru_cache(maxsize=None)
@@ -368,13 +370,17 @@ def _chunk_length(
     ``P`` (it only decays the incoming carry, where ``exp(delta_0 A)`` may underflow to 0
     harmlessly), so a single step may decay by any amount: for ``max|delta * A| > 60`` the
     chunks shrink to T = 1 and the scan becomes sequential, slower but exact. Typical Mamba
-    values (delta <= 0.1, |A| <= 16) allow T >= 75. Below that bound T is capped so that a
-    chunk holds about 2**20 state elements (B * N * D * T), which keeps the working tensors
-    a few megabytes, but kept between 16 and 64 steps, so that large states still amortize
-    the per-chunk work; and T never exceeds L.
+    values (delta <= 0.1, |A| <= 16) allow T >= 75. Below that bound, on CPU, T is capped so
+    that a chunk holds about 2**20 state elements (B * N * D * T), which keeps the working
+    tensors a few megabytes, but kept between 16 and 64 steps, so that large states still
+    amortize the per-chunk work; on CUDA, where each chunk costs a fixed number of kernel
+    launches whatever its size, the cap is 256 steps. T never exceeds L.
     """
     batch, dim, length = delta.shape
-    cap = min(length, max(_MIN_CHUNK, min(_MAX_CHUNK, _CHUNK_ELEMENTS // (batch * dim * A.shape[1]))))
+    if delta.is_cuda:
+        cap = min(length, _MAX_CHUNK_CUDA)
+    else:
+        cap = min(length, max(_MIN_CHUNK, min(_MAX_CHUNK, _CHUNK_ELEMENTS // (batch * dim * A.shape[1]))))
     high, low = delta.amax(dim=(0, 2)), delta.amin(dim=(0, 2))  # per channel
     if delta_bias is not None:
         high, low = high + delta_bias, low + delta_bias
