@@ -2,7 +2,8 @@
 
 Runs the trained network once over the validation split and reports image AUROC / AP / F1-max
 for the image-score variants of SP-Mamba's Table 4 (pooled map alone, + concentration,
-+ contrast, both), each with the paper's weights (beta = -0.025, gamma = 400), plus pixel AUROC.
++ contrast, both), each with the paper's weights (beta = -0.025, gamma = 400), plus pixel AUROC
+and how often an abnormal image's map peaks inside its lesion (what a max-pooled score relies on).
 Use it to decide which terms a dataset's bundle config keeps; the test split stays untouched.
 
 Usage (repository root)::
@@ -56,6 +57,10 @@ def main() -> None:
     }
     print(f"validation split: {int((label == 0).sum())} normal, {int((label == 1).sum())} abnormal images; "
           f"pixel AUROC {pixel_metrics(amap[:, 0], mask[:, 0])['pixel_auroc']:.4f}")
+    abnormal = label == 1
+    peaks = amap[abnormal].flatten(1).argmax(1, keepdim=True)
+    peak_in_lesion = mask[abnormal].flatten(1).gather(1, peaks).gt(0).float().mean().item()
+    print(f"abnormal images whose map peaks inside the lesion: {peak_in_lesion:.0%}")
     for name, (beta, gamma) in variants.items():
         scores = AnomalyImageScore(kernel_size=kernel, concentration_weight=beta, contrast_weight=gamma)(amap)
         print(f"{name:40s} image AUROC {image_auroc(scores, label):.4f}  AP {average_precision(scores, label):.4f}"
