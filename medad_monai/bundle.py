@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from medad_monai.data.datalist import load_anomaly_datalist
+from medad_monai.transforms.post import read_threshold
 
 __all__ = ["IMAGE_SUFFIXES", "find_bundle_root", "inference_items", "read_threshold"]
 
@@ -29,17 +30,6 @@ def find_bundle_root(name: str) -> str:
         f"cannot find the {name!r} bundle from {cwd}: run from the repository root or the bundle folder, "
         "or pass --bundle_root /path/to/bundle."
     )
-
-
-def read_threshold(path: str | Path, key: str = "threshold") -> float:
-    """Read a calibrated threshold from the JSON file written by the threshold-calibration handler."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"threshold file not found: {path}. Run the bundle's train.json first.")
-    data = json.loads(path.read_text())
-    if key not in data:
-        raise KeyError(f"threshold file {path} has no {key!r} entry (keys: {sorted(data)}).")
-    return float(data[key])
 
 
 def inference_items(source: str | Path, data_list_key: str = "test") -> list[dict[str, str]]:

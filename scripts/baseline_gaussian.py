@@ -25,7 +25,7 @@ from monai.data import DataLoader, Dataset
 from medad_monai.data import ensure_demo_cohort, load_anomaly_datalist
 from medad_monai.metrics.functional import accuracy_at, average_precision, f1_max, image_auroc, pixel_metrics
 from medad_monai.networks.blocks import ResNetFeatureEncoder
-from medad_monai.scoring import gaussian_blur
+from medad_monai.ops.filters import gaussian_blur
 from medad_monai.transforms import modality_preset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,9 +26,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from medad_monai.losses import SPMambaLoss
-from medad_monai.networks.blocks import SS2D, window_prototype_distance
-from medad_monai.networks.nets import SPMamba
+from medad_monai.detectors.sp_mamba import SPMamba, SPMambaLoss, window_prototype_distance
+from medad_monai.networks.blocks import SS2D
 
 PAPER_PARAMS_M, PAPER_GMACS = 25.8, 8.3
 

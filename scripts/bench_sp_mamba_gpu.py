@@ -27,8 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from medad_monai.losses import SPMambaLoss
-from medad_monai.networks.nets import SPMamba
+from medad_monai.detectors import SPMamba, SPMambaLoss
 from medad_monai.ops.selective_scan import available_backends
 
 BACKENDS = ("cuda", "torch")

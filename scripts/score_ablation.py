@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
+from medad_monai.detectors.sp_mamba import SPMambaImageScore
 from medad_monai.metrics.functional import average_precision, f1_max, image_auroc, pixel_metrics
-from medad_monai.scoring import AnomalyImageScore
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "bundles" / "sp_mamba" / "configs" / "train.json"
@@ -62,7 +62,7 @@ def main() -> None:
     peak_in_lesion = mask[abnormal].flatten(1).gather(1, peaks).gt(0).float().mean().item()
     print(f"abnormal images whose map peaks inside the lesion: {peak_in_lesion:.0%}")
     for name, (beta, gamma) in variants.items():
-        scores = AnomalyImageScore(kernel_size=kernel, concentration_weight=beta, contrast_weight=gamma)(amap)
+        scores = SPMambaImageScore(kernel_size=kernel, concentration_weight=beta, contrast_weight=gamma)(amap)
         print(f"{name:40s} image AUROC {image_auroc(scores, label):.4f}  AP {average_precision(scores, label):.4f}"
               f"  F1-max {f1_max(scores, label)[0]:.4f}")
 

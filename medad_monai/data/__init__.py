@@ -9,4 +9,4 @@ from .benchmarks import (
 )
 from .datalist import load_anomaly_datalist, write_datalist
 from .demo import DEMO_MODALITIES, DemoCohortParameters, ensure_demo_cohort, generate_demo_cohort
-from .volumes import ImageInferer, SliceWiseInferer, VolumeSliceDataset, extract_slice
+from .volumes import VolumeSliceDataset, extract_slice

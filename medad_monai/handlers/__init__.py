@@ -1,7 +1,9 @@
-"""Ignite handlers for anomaly-detection evaluation: metrics, threshold calibration, reports and progress bars."""
+"""Ignite handlers: checkpoints and resume, encoder calibration, anomaly metrics, thresholds, reports, progress."""
 
 from __future__ import annotations
 
+from .checkpoint import BestModelSaver, EvaluatorBestMetric, LoadCheckpoint, ResumeTraining, latest_checkpoint
+from .encoder_calibration import CalibratableEncoder, EncoderCalibration
 from .metrics import ImageAnomalyMetricHandler, MetricsFileWriter, PixelAnomalyMetricHandler
 from .output import CopyBatchToOutput
 from .progress import ProgressBarHandler, attach_progress_bar
@@ -11,6 +13,13 @@ from .utils import resolve_thresholds
 from .visual import VisualReportHandler, denormalize_image
 
 __all__ = [
+    "BestModelSaver",
+    "CalibratableEncoder",
+    "EncoderCalibration",
+    "EvaluatorBestMetric",
+    "LoadCheckpoint",
+    "ResumeTraining",
+    "latest_checkpoint",
     "CopyBatchToOutput",
     "EvaluationReportHandler",
     "ImageAnomalyMetricHandler",

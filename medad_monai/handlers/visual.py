@@ -14,15 +14,15 @@ from ignite import distributed as idist
 from ignite.engine import Engine, Events
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from medad_monai.handlers.utils import decollated_output, gather_1d, item_filename, per_item_scalars, resolve_thresholds
+from medad_monai.metrics.functional import average_precision, image_auroc
+from medad_monai.transforms.common import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VisualReportHandler", "denormalize_image"]
+__all__ = ["VisualReportHandler", "denormalize_image"]
 
 # The statistics the frozen ImageNet encoders normalise their input with (see CONTRIBUTING: detector input).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def denormalize_image(image: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
@@ -278,7 +278,7 @@ class VisualReportHandler:
         fig = Figure(figsize=(4.5, 4.5), dpi=100, layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.subplots()
-        ax.plot(fpr, tpr, label=f"AUROC {auc(fpr, tpr):.4f}")
+        ax.plot(fpr, tpr, label=f"AUROC {image_auroc(scores, labels):.4f}")
         ax.plot([0, 1], [0, 1], linestyle=":", color="gray")
         if threshold is not None:
             predicted = scores >= threshold
@@ -295,7 +295,7 @@ class VisualReportHandler:
         fig = Figure(figsize=(4.5, 4.5), dpi=100, layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.subplots()
-        ax.step(recall, precision, where="post", label=f"AP {average_precision_score(labels, scores):.4f}")
+        ax.step(recall, precision, where="post", label=f"AP {average_precision(scores, labels):.4f}")
         ax.axhline(labels.mean(), linestyle=":", color="gray", label="prevalence")
         if threshold is not None:
             predicted = scores >= threshold

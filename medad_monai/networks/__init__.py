@@ -1,1 +1,1 @@
-from . import blocks, nets
+from . import blocks

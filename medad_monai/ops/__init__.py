@@ -1,3 +1,4 @@
+from .filters import gaussian_blur, symmetric_indices
 from .scan_orders import (
     SCAN_KINDS,
     SCAN_NUM_DIRECTIONS,

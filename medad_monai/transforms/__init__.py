@@ -12,11 +12,9 @@ from medad_monai.transforms.common import (
     detector_input_transforms,
     letterbox_shape,
 )
-from medad_monai.transforms.post import ImageScored, ThresholdAnomalyMapd
 from medad_monai.transforms.io import DICOM_PIXEL_TAGS, DicomReader, ReadImaged, dicom_pixel_meta, image_source
-from medad_monai.transforms.modality import (
+from medad_monai.transforms.intensity import (
     CT_WINDOWS,
-    MODALITIES,
     BitDepthScaled,
     ColorToGrayd,
     CTMultiWindowd,
@@ -27,16 +25,20 @@ from medad_monai.transforms.modality import (
     RobustNormalized,
     SectorCropd,
     VOIWindowd,
-    ct_transforms,
-    modality_preset,
-    mri_transforms,
     n4_bias_field_correction,
     resolve_window,
     sector_mask,
     stored_value_range,
+)
+from medad_monai.transforms.modality import (
+    MODALITIES,
+    ct_transforms,
+    modality_preset,
+    mri_transforms,
     ultrasound_transforms,
     xray_transforms,
 )
+from medad_monai.transforms.post import ImageScored, ThresholdAnomalyMapd
 
 __all__ = [
     "ImageScored",

@@ -225,8 +225,8 @@ def detector_input_transforms(
     ``spatial_size``, ``"letterbox"`` (aspect kept, zero padding) or ``"stretch"``; image to
     ``channels`` channels; ``(image - mean) / std`` per channel; float32. The mask key may be
     absent (normal images without masks). With ``spatial_size=None`` the image keeps its native
-    size and is not normalised: for inference through :class:`~medad_monai.data.SliceWiseInferer`
-    or :class:`~medad_monai.data.ImageInferer`, which do both and map the result back.
+    size and is not normalised: for inference through :class:`~medad_monai.inferers.SliceWiseInferer`
+    or :class:`~medad_monai.inferers.ImageInferer`, which do both and map the result back.
 
     Returns:
         ``Compose``: ``image`` ``(channels, *spatial_size)``, ``mask`` ``(1, *spatial_size)`` in {0, 1}.

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-__all__ = ["ImageScored", "ThresholdAnomalyMapd"]
+__all__ = ["ImageScored", "ThresholdAnomalyMapd", "read_threshold"]
+
+
+def read_threshold(path: str | os.PathLike, key: str = "threshold") -> float:
+    """Read a calibrated threshold from the JSON file written by the threshold-calibration handler.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the bundle has not been trained).
+        KeyError: the file has no ``key`` entry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"threshold file not found: {path}. Run the bundle's train.json first.")
+    data = json.loads(path.read_text())
+    if key not in data:
+        raise KeyError(f"threshold file {path} has no {key!r} entry (keys: {sorted(data)}).")
+    return float(data[key])
 
 
 class ImageScored(MapTransform):
@@ -63,18 +82,29 @@ class ThresholdAnomalyMapd(MapTransform):
 
     Args:
         keys: key of the anomaly map.
-        threshold: pixel threshold, e.g. the validation-calibrated ``pixel_threshold``.
+        threshold: pixel threshold, or the path of the thresholds JSON written by the calibration handler,
+            read at the first call (so a config that builds this transform resolves before training).
         output_key: key of the mask.
+        threshold_key: entry of the JSON file to read (the validation-calibrated ``pixel_threshold``).
     """
 
     def __init__(
-        self, keys: KeysCollection, threshold: float, output_key: str = "pred_mask", allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        threshold: float | str | os.PathLike,
+        output_key: str = "pred_mask",
+        threshold_key: str = "pixel_threshold",
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.threshold = float(threshold)
+        self.threshold_source = threshold
+        self.threshold = None if isinstance(threshold, (str, os.PathLike)) else float(threshold)
         self.output_key = output_key
+        self.threshold_key = threshold_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        if self.threshold is None:
+            self.threshold = read_threshold(self.threshold_source, self.threshold_key)
         d = dict(data)
         for key in self.key_iterator(d):
             d[self.output_key] = (d[key] > self.threshold).to(torch.uint8)

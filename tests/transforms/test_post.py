@@ -1,4 +1,4 @@
-"""ImageScored, ThresholdAnomalyMapd and AnomalyImageScore."""
+"""ImageScored, ThresholdAnomalyMapd and the image scorers they call."""
 
 from __future__ import annotations
 
@@ -6,19 +6,27 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from medad_monai.scoring import AnomalyImageScore, concentration_score, contrast_score, max_of_avg_pooled, top_k_mean
+from medad_monai.detectors.sp_mamba import SPMambaImageScore, concentration_score, contrast_score
+from medad_monai.scoring import AnomalyImageScore, max_of_avg_pooled, top_k_mean
 from medad_monai.transforms import ImageScored, ThresholdAnomalyMapd
 
 
-def test_anomaly_image_score_combines_the_paper_terms():
+def test_anomaly_image_score_pools_the_map():
     torch.manual_seed(0)
     maps = torch.rand(3, 1, 32, 32)
-    score = AnomalyImageScore(kernel_size=4, concentration_weight=-0.025, contrast_weight=400.0)
-    expected = max_of_avg_pooled(maps, 4) - 0.025 * concentration_score(maps) + 400.0 * contrast_score(maps)
-    torch.testing.assert_close(score(maps), expected)
+    torch.testing.assert_close(AnomalyImageScore(kernel_size=4)(maps), max_of_avg_pooled(maps, 4))
     torch.testing.assert_close(AnomalyImageScore("top_k_mean", top_k_ratio=0.1)(maps), top_k_mean(maps, ratio=0.1))
     with pytest.raises(ValueError, match="pooling"):
         AnomalyImageScore("mean")
+
+
+def test_sp_mamba_image_score_defaults_are_the_papers_eq7():
+    torch.manual_seed(0)
+    maps = torch.rand(3, 1, 32, 32)
+    expected = max_of_avg_pooled(maps, 4) - 0.025 * concentration_score(maps) + 400.0 * contrast_score(maps)
+    torch.testing.assert_close(SPMambaImageScore(kernel_size=4)(maps), expected)
+    plain = SPMambaImageScore(kernel_size=4, concentration_weight=0.0, contrast_weight=0.0)
+    torch.testing.assert_close(plain(maps), max_of_avg_pooled(maps, 4))
 
 
 def test_image_scored_2d_and_3d():

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ignite.engine import Engine
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator
-from ignite.engine import Engine
 from monai.handlers import IgniteMetricHandler, from_engine
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from medad_monai.metrics import functional
 from medad_monai.metrics import (
     ImageAnomalyMetrics,
     PerClassAnomalyMetrics,
@@ -22,6 +21,7 @@ from medad_monai.metrics import (
     average_precision,
     f1_max,
     fpr_threshold,
+    functional,
     image_auroc,
     mad,
     per_class_metrics,

@@ -1,4 +1,4 @@
-"""Training losses of the detectors."""
+"""SP-Mamba's training loss (eq. 2)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
+
+from medad_monai.detectors.sp_mamba.network import SPMambaOutput
 
 __all__ = ["SPMambaLoss"]
 
@@ -18,7 +20,7 @@ class SPMambaLoss(_Loss):
 
     Called as ``loss(outputs, target)`` so it plugs into MONAI's
     ``SupervisedTrainer``: ``outputs`` is the dict returned by
-    :class:`medad_monai.networks.nets.SPMamba` in training mode; ``target`` is
+    ``SPMamba`` in training mode (:class:`SPMambaOutput`); ``target`` is
     ignored (training images are all normal).
 
     Args:
@@ -29,7 +31,7 @@ class SPMambaLoss(_Loss):
         super().__init__()
         self.prototype_weight = prototype_weight
 
-    def forward(self, outputs: dict[str, Any], target: Any = None) -> torch.Tensor:
+    def forward(self, outputs: SPMambaOutput, target: Any = None) -> torch.Tensor:
         if not isinstance(outputs, dict) or "features" not in outputs or "reconstructions" not in outputs:
             raise TypeError(
                 "SPMambaLoss expects the training-mode output dict of SPMamba (keys 'features', 'reconstructions', "

@@ -4,27 +4,43 @@ Pan and Lu, ACM MM 2025. The network reconstructs the features of a frozen
 ResNet34 at three scales: encoder -> Half-FPN bottleneck -> window-sliding
 medical prototypes (eq. 1) -> hierarchical decoder of SPSS blocks (Circular-
 Hilbert selective scans plus local convolutions). Trained on normal images
-with :class:`medad_monai.losses.SPMambaLoss` (eq. 2); at test time the pixel
-anomaly map is ``S_org + alpha * S_p-dist`` (eq. 6-7) and the image score adds
-the concentration and contrast terms through :mod:`medad_monai.scoring`.
+with :class:`~medad_monai.detectors.sp_mamba.loss.SPMambaLoss` (eq. 2); at test
+time the pixel anomaly map is ``S_org + alpha * S_p-dist`` (eq. 6-7) and the image
+score adds the concentration and contrast terms of
+:class:`~medad_monai.detectors.sp_mamba.scoring.SPMambaImageScore`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medad_monai.detectors.sp_mamba.blocks import MedicalPrototypes, SPSSBlock
 from medad_monai.networks.blocks.encoder import ResNetFeatureEncoder
 from medad_monai.networks.blocks.half_fpn import HalfFPNBottleneck
-from medad_monai.networks.blocks.prototypes import MedicalPrototypes
-from medad_monai.networks.blocks.spss import SPSSBlock
-from medad_monai.scoring import cosine_anomaly_map, gaussian_blur
+from medad_monai.ops.filters import gaussian_blur
+from medad_monai.scoring import cosine_anomaly_map
 
-__all__ = ["SPMamba"]
+__all__ = ["SPMamba", "SPMambaOutput"]
+
+
+class SPMambaOutput(TypedDict):
+    """Training-mode output of :class:`SPMamba`, consumed by :class:`~medad_monai.detectors.sp_mamba.loss.SPMambaLoss`.
+
+    - ``features``: encoder features, three ``(B, C_l, H_l, W_l)`` maps, fine to coarse.
+    - ``reconstructions``: the decoder's reconstructions, the same shapes as ``features``.
+    - ``prototype_distance``: ``(B, 1, H/32, W/32)`` distance to the medical prototypes (eq. 1),
+      ``None`` when the prototype module is off.
+    """
+
+    features: list[torch.Tensor]
+    reconstructions: list[torch.Tensor]
+    prototype_distance: torch.Tensor | None
 
 
 class SPMamba(nn.Module):
@@ -47,10 +63,8 @@ class SPMamba(nn.Module):
         smoothing_sigma: Gaussian smoothing of the anomaly map in pixels (4, as MambaAD; 0 disables).
         scan_backend: selective-scan backend override (``None``: automatic).
 
-    ``forward`` in ``train()`` mode returns a dict with ``features`` and
-    ``reconstructions`` (lists of three ``(B, C_l, H_l, W_l)`` maps, fine to
-    coarse) and ``prototype_distance`` ``(B, 1, H/32, W/32)`` (or ``None``);
-    in ``eval()`` mode it returns the anomaly map ``(B, 1, H, W)``.
+    ``forward`` in ``train()`` mode returns an :class:`SPMambaOutput`; in ``eval()``
+    mode it returns the anomaly map ``(B, 1, H, W)``.
     """
 
     def __init__(
@@ -106,7 +120,7 @@ class SPMamba(nn.Module):
         self.prototype_weight = prototype_weight
         self.smoothing_sigma = smoothing_sigma
 
-    def reconstruct(self, image: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor] | None]:
+    def reconstruct(self, image: torch.Tensor) -> SPMambaOutput:
         """Encoder features, their reconstructions and the prototype distance map (see class docstring)."""
         if image.ndim != 4 or tuple(image.shape[2:]) != self.image_size:
             raise ValueError(
@@ -124,9 +138,9 @@ class SPMamba(nn.Module):
         for upsample, stage in zip(self.upsamples, self.stages[1:]):
             x = stage(upsample(x))
             reconstructions.append(x)
-        return {"features": features, "reconstructions": reconstructions[::-1], "prototype_distance": distance}
+        return SPMambaOutput(features=features, reconstructions=reconstructions[::-1], prototype_distance=distance)
 
-    def anomaly_map(self, outputs: dict) -> torch.Tensor:
+    def anomaly_map(self, outputs: SPMambaOutput) -> torch.Tensor:
         """Pixel anomaly map ``S_org + alpha * S_p-dist`` (eq. 6-7), smoothed: ``(B, 1, H, W)``."""
         amap = cosine_anomaly_map(outputs["features"], outputs["reconstructions"], self.image_size, sigma=0.0)
         if outputs["prototype_distance"] is not None and self.prototype_weight:
@@ -134,6 +148,6 @@ class SPMamba(nn.Module):
             amap = amap + self.prototype_weight * distance
         return gaussian_blur(amap, self.smoothing_sigma)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor | dict:
+    def forward(self, image: torch.Tensor) -> torch.Tensor | SPMambaOutput:
         outputs = self.reconstruct(image)
         return outputs if self.training else self.anomaly_map(outputs)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medad_monai.losses import SPMambaLoss
-from medad_monai.networks.nets import SPMamba
+from medad_monai.detectors.sp_mamba import SPMamba, SPMambaLoss
 
 TINY = {"image_size": (64, 64), "encoder_depth": 18, "decoder_depths": (1, 1, 1, 1), "d_state": 4}
 

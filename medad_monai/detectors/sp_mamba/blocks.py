@@ -1,12 +1,17 @@
-"""Window-sliding medical prototypes (SP-Mamba, section 3.2, eq. 1)."""
+"""Blocks only SP-Mamba uses: window-sliding medical prototypes (sec. 3.2, eq. 1) and the SPSS decoder block (sec. 3.3)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MedicalPrototypes", "window_prototype_distance"]
+from medad_monai.networks.blocks.norm import ChannelLayerNorm
+from medad_monai.networks.blocks.ss2d import SS2D
+
+__all__ = ["MedicalPrototypes", "SPSSBlock", "window_prototype_distance"]
 
 
 def window_prototype_distance(
@@ -90,3 +95,47 @@ class MedicalPrototypes(nn.Module):
         cols = torch.arange(self.grid_size[1], device=features.device)[None, :]
         final = self.prototypes.permute(0, 2, 3, 1)[nearest, rows, cols].permute(0, 3, 1, 2)
         return self.aggregate(torch.cat([features, final], dim=1)), distance
+
+
+class SPSSBlock(nn.Module):
+    """Two-branch decoder block: global selective scan plus local multi-kernel convolutions.
+
+    ``y = x + fuse([SS2D(norm(x)), local(x)])`` where the Mamba branch scans the
+    map along ``num_directions`` orders of kind ``scan`` (Circular-Hilbert in
+    SP-Mamba) and the local branch is a 1x1 projection, parallel depthwise
+    convolutions of sizes ``kernel_sizes`` (summed) and a 1x1 projection; the
+    two branches are concatenated and fused by a 1x1 convolution.
+
+    Args:
+        channels: ``C``.
+        scan, num_directions, d_state, expand, backend: passed to :class:`SS2D`.
+        kernel_sizes: depthwise kernel sizes of the local branch.
+
+    Input and output ``(B, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        scan: str = "circular_hilbert",
+        num_directions: int = 8,
+        d_state: int = 16,
+        expand: float = 1.0,
+        kernel_sizes: Sequence[int] = (3, 5),
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm = ChannelLayerNorm(channels)
+        self.mamba = SS2D(channels, scan, num_directions, d_state=d_state, expand=expand, backend=backend)
+        self.local_in = nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.SiLU())
+        self.local_kernels = nn.ModuleList(
+            nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels) for k in kernel_sizes
+        )
+        self.local_out = nn.Sequential(nn.BatchNorm2d(channels), nn.SiLU(), nn.Conv2d(channels, channels, 1))
+        self.fuse = nn.Conv2d(2 * channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        global_branch = self.mamba(self.norm(x))
+        local = self.local_in(x)
+        local = self.local_out(sum(conv(local) for conv in self.local_kernels))
+        return x + self.fuse(torch.cat([global_branch, local], dim=1))

@@ -352,7 +352,7 @@ def test_registry(zhanglab: Path):
 
 
 def _cli_main():
-    script = Path(__file__).parents[1] / "scripts" / "build_datalist.py"
+    script = Path(__file__).parents[2] / "scripts" / "build_datalist.py"
     spec = importlib.util.spec_from_file_location("build_datalist", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

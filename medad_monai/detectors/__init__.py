@@ -1,0 +1,22 @@
+"""The anomaly detectors, one package each: ``network.py``, ``blocks.py``, ``loss.py``, ``scoring.py``.
+
+The detector contract, which MONAI inferers, post-transforms, the bundles, MONAI Label and MONAI
+Deploy rely on:
+
+- A detector is an ``nn.Module`` built from plain config arguments (its paper's defaults).
+- ``eval()`` mode: ``net(image)`` with ``image`` ``(B, C, H, W)`` (the network's ``image_size``,
+  normalised as :func:`medad_monai.transforms.detector_input_transforms` prepares it) returns the
+  pixel anomaly map ``(B, 1, H, W)``, higher meaning more anomalous.
+- ``train()`` mode: ``net(image)`` returns the typed output declared in the detector's
+  ``network.py`` (e.g. :class:`SPMambaOutput`); the detector's loss in ``loss.py`` takes it as
+  ``loss(output, target)`` (``target`` ignored: training images are all normal), which is how
+  MONAI's ``SupervisedTrainer`` calls a loss.
+- A frozen pretrained encoder is exposed as ``net.encoder``; if it offers
+  ``calibrate_batch_norm``, :class:`medad_monai.handlers.EncoderCalibration` can calibrate it.
+- ``scoring.py`` holds an image scorer (``<Name>ImageScore``) whose defaults are the paper's,
+  called on maps ``(B, 1, H, W)`` and returning scores ``(B,)``.
+"""
+
+from .sp_mamba import SPMamba, SPMambaImageScore, SPMambaLoss, SPMambaOutput
+
+__all__ = ["SPMamba", "SPMambaImageScore", "SPMambaLoss", "SPMambaOutput"]

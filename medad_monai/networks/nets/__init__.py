@@ -1,1 +1,0 @@
-from .sp_mamba import SPMamba
