@@ -6,6 +6,7 @@ from .checkpoint import BestModelSaver, EvaluatorBestMetric, LoadCheckpoint, Res
 from .encoder_calibration import CalibratableEncoder, EncoderCalibration
 from .metrics import ImageAnomalyMetricHandler, MetricsFileWriter, PixelAnomalyMetricHandler
 from .output import CopyBatchToOutput
+from .per_kind import PerKindMetricsHandler, per_kind_metrics
 from .progress import ProgressBarHandler, attach_progress_bar
 from .report import EvaluationReportHandler, report_markdown
 from .threshold import ThresholdCalibrationHandler, calibrate_threshold
@@ -24,6 +25,7 @@ __all__ = [
     "EvaluationReportHandler",
     "ImageAnomalyMetricHandler",
     "MetricsFileWriter",
+    "PerKindMetricsHandler",
     "PixelAnomalyMetricHandler",
     "ProgressBarHandler",
     "ThresholdCalibrationHandler",
@@ -31,6 +33,7 @@ __all__ = [
     "attach_progress_bar",
     "calibrate_threshold",
     "denormalize_image",
+    "per_kind_metrics",
     "report_markdown",
     "resolve_thresholds",
 ]

@@ -65,12 +65,22 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         f"| epoch | {report['epoch']} |",
         f"| images (normal / abnormal) | {counts['normal']} / {counts['abnormal']} |",
     ]
+    lines.append(f"| encoder weights | {_fmt(report.get('encoder_weights'))} |")
     for item in ("checkpoint", "datalist"):
         entry = report[item]
         lines.append(f"| {item} | {'-' if entry is None else entry['path']} |")
         lines.append(f"| {item} sha256 | {'-' if entry is None else entry['sha256']} |")
     lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in report["metrics"].items()]
+    per_kind = report.get("per_kind")
+    if per_kind:
+        columns = sorted({k for entry in per_kind.values() for k in entry} - {"count"})
+        lines += ["", "## Per lesion kind (normal images against each kind)", ""]
+        lines += ["| kind | images | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+        lines += [
+            f"| {kind} | {entry['count']} | " + " | ".join(_fmt(entry.get(c)) for c in columns) + " |"
+            for kind, entry in per_kind.items()
+        ]
     lines += ["", "## Thresholds", ""]
     thresholds = report["thresholds"]
     if thresholds is None:
@@ -87,7 +97,10 @@ class EvaluationReportHandler:
 
     Contents: every entry of ``engine.state.metrics``; the operating thresholds with their calibration record and
     where they came from (``source``: a JSON path, ``"handler"`` or ``"value"``); the number of normal and
-    abnormal images evaluated; the checkpoint path and its SHA-256; the datalist path and its SHA-256; the UTC
+    abnormal images evaluated; the per-lesion-kind metrics of a :class:`PerKindMetricsHandler` attached before
+    this handler (``engine.state.per_kind_metrics``); the encoder weights the evaluated network was built from
+    (``network.encoder.weights_source``, read at report time, i.e. after the checkpoint was loaded); the
+    checkpoint path and its SHA-256; the datalist path and its SHA-256; the UTC
     timestamp, the engine epoch and the versions of medad-monai, MONAI, PyTorch and Ignite. The files of a
     re-run with the same ``output_dir`` and ``filename`` are replaced (written atomically); give another
     ``filename`` or directory to keep both.
@@ -104,6 +117,7 @@ class EvaluationReportHandler:
         threshold_source: the operating thresholds, see :func:`~medad_monai.handlers.utils.resolve_thresholds`;
             None reports none.
         datalist_path: the datalist file evaluated; hashed when the report is written.
+        network: the evaluated network; its ``encoder.weights_source`` is recorded (None records nothing).
         output_transform: maps ``engine.state.output`` to the per-image 0/1 labels, (B,) or a list of B scalars.
         filename: stem of the two report files.
         name: logger name; None uses ``engine.logger``.
@@ -118,6 +132,7 @@ class EvaluationReportHandler:
         checkpoint_path: str | None = None,
         threshold_source: Any = None,
         datalist_path: str | None = None,
+        network: torch.nn.Module | None = None,
         output_transform: Callable = from_engine(["label"]),
         filename: str = "evaluation_report",
         name: str | None = None,
@@ -126,6 +141,7 @@ class EvaluationReportHandler:
         self.checkpoint_path = checkpoint_path
         self.threshold_source = threshold_source
         self.datalist_path = datalist_path
+        self.network = network
         self.output_transform = output_transform
         self.filename = filename
         self.logger = logging.getLogger(name)
@@ -163,6 +179,8 @@ class EvaluationReportHandler:
                 "abnormal": int(np.sum(labels == 1)),
                 "total": int(labels.size),
             },
+            "per_kind": getattr(engine.state, "per_kind_metrics", None),
+            "encoder_weights": getattr(getattr(self.network, "encoder", None), "weights_source", None),
             "checkpoint": self._file_entry(self.checkpoint_path),
             "datalist": self._file_entry(self.datalist_path),
             "versions": {p: _package_version(p) for p in _PACKAGES},
