@@ -50,7 +50,8 @@ class SPMamba(nn.Module):
         image_size: input ``(H, W)``; both must be multiples of 32 (the bottleneck stride).
         in_channels: image channels given to the encoder.
         encoder_depth: 34 (paper) or 18.
-        encoder_weights: ``None``, a local torchvision-format checkpoint or an explicit URL.
+        encoder_weights: ``"imagenet"`` (torchvision's weights, hash-checked), ``"random"`` (``None`` is the same),
+            a local torchvision-format checkpoint or an explicit URL; see :class:`ResNetFeatureEncoder`.
         decoder_depths: SPSS blocks per decoder stage, coarse to fine ([3, 4, 6, 3] in the paper).
         decoder_channels: channels per decoder stage, coarse to fine; the last three must equal
             the encoder's ``layer3``, ``layer2``, ``layer1`` channels, which they reconstruct.
