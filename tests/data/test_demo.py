@@ -400,6 +400,26 @@ def test_ensure_reuses_a_matching_cohort(cohorts, monkeypatch):
         assert ensure_demo_cohort(root, modality, seed=0, **SMALL) == datalists[modality]
 
 
+def test_ensure_with_a_relative_root_writes_a_datalist_that_loads(tmp_path, monkeypatch):
+    # issue 16, defect 6: a relative root_dir wrote paths into the temporary .partial-* folder
+    monkeypatch.chdir(tmp_path)
+    datalist = ensure_demo_cohort(Path("bundle") / "data", "head_ct", seed=0, **TRAIN_ONLY)
+    assert ".partial-" not in datalist.read_text()
+    assert load_anomaly_datalist(datalist, "training")
+    # the cohort is reused from another working directory, by its absolute path
+    monkeypatch.chdir(tmp_path.parent)
+    assert load_anomaly_datalist(ensure_demo_cohort(tmp_path / "bundle" / "data", "head_ct", **TRAIN_ONLY), "training")
+
+
+def test_ensure_refuses_a_cohort_whose_files_are_missing(tmp_path):
+    datalist = ensure_demo_cohort(tmp_path, "brain_mri", seed=0, **TRAIN_ONLY)
+    missing = Path(load_anomaly_datalist(datalist, "training")[-1]["image"])
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match="incomplete") as error:
+        ensure_demo_cohort(tmp_path, "brain_mri", seed=0, **TRAIN_ONLY)
+    assert str(tmp_path / "brain_mri") in str(error.value) and missing.name in str(error.value)
+
+
 def test_ensure_refuses_a_mismatching_cohort(cohorts):
     root = cohorts[0]
     manifest = (root / "brain_mri" / "manifest.json").read_bytes()

@@ -14,7 +14,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from medad_monai.data.datalist import write_datalist
+from medad_monai.data.datalist import load_anomaly_datalist, write_datalist
 
 from .anatomy import DemoSubject, synthesize_subject
 from .dicom import write_ct_series
@@ -293,7 +293,7 @@ def generate_demo_cohort(
     (see :class:`DemoCohortParameters`); ``manifest.json`` holds the exact counts.
 
     Returns:
-        Path of ``root_dir/<modality>/datalist.json``.
+        Absolute path of ``root_dir/<modality>/datalist.json``.
 
     Raises:
         FileExistsError: ``root_dir/<modality>`` exists (use :func:`ensure_demo_cohort` to reuse it).
@@ -312,12 +312,15 @@ def generate_demo_cohort(
         min_lesion_area_mm2=min_lesion_area_mm2,
         max_normal_slices=max_normal_slices,
     )
-    target = Path(root_dir) / modality
+    # absolute, so that the datalist's paths are made relative to the cohort folder whatever the
+    # working directory (a relative root used to leave paths into the temporary folder in it)
+    root = Path(os.path.abspath(root_dir))
+    target = root / modality
     if target.exists():
         raise FileExistsError(
             f"'{target}' already exists: ensure_demo_cohort reuses a matching cohort, or remove it to regenerate."
         )
-    partial = Path(root_dir) / f".{modality}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    partial = root / f".{modality}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     partial.mkdir(parents=True)
     try:
         _write_cohort(partial, modality, seed, params)
@@ -339,7 +342,8 @@ def ensure_demo_cohort(
     """Return the datalist of the demo cohort in ``root_dir/<modality>/``, generating it if missing.
 
     Bundles call this so that training runs on a fresh machine without arguments. An existing
-    cohort is reused when its manifest matches the request; it is never overwritten.
+    cohort is reused when its manifest matches the request and every file its datalist names
+    exists; it is never overwritten.
 
     Args:
         root_dir: folder that holds one sub-folder per modality.
@@ -347,18 +351,23 @@ def ensure_demo_cohort(
         seed: cohort seed.
         parameters: :class:`DemoCohortParameters` fields, passed to :func:`generate_demo_cohort`.
 
+    Returns:
+        Absolute path of ``root_dir/<modality>/datalist.json``.
+
     Raises:
         ValueError: ``root_dir/<modality>`` exists but is not a demo cohort, or was generated with
             another seed, generator version or parameters (the message names the folder and the
             differences).
+        FileNotFoundError: the cohort's datalist, or a file it names, is missing (the message
+            names the folder and the file).
         TypeError: an unknown parameter name.
     """
     seed = _check_modality_seed(modality, seed)
     params = DemoCohortParameters(**parameters)
-    target = Path(root_dir) / modality
+    target = Path(os.path.abspath(root_dir)) / modality
     if not target.exists():
         try:
-            return generate_demo_cohort(root_dir, modality, seed, **asdict(params))
+            return generate_demo_cohort(target.parent, modality, seed, **asdict(params))
         except FileExistsError:
             # another process (e.g. another rank) finished first: check its cohort below
             if not target.exists():
@@ -367,7 +376,7 @@ def ensure_demo_cohort(
 
 
 def _reuse_cohort(target: Path, request: dict) -> Path:
-    """Datalist of the cohort in ``target`` if its manifest matches ``request``."""
+    """Datalist of the cohort in ``target`` if its manifest matches ``request`` and its files exist."""
     manifest_path = target / MANIFEST_NAME
     if not manifest_path.is_file():
         raise ValueError(
@@ -395,4 +404,13 @@ def _reuse_cohort(target: Path, request: dict) -> Path:
     datalist = target / DATALIST_NAME
     if not datalist.is_file():
         raise FileNotFoundError(f"demo cohort '{target}' has a manifest but no {DATALIST_NAME}.")
+    with open(datalist) as f:
+        keys = list(json.load(f))
+    try:
+        for key in keys:
+            load_anomaly_datalist(datalist, key)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"demo cohort '{target}' is incomplete ({error}): remove it to regenerate, or choose another root_dir."
+        ) from error
     return datalist
