@@ -15,14 +15,17 @@ from monai.transforms import LoadImage
 from pydicom.uid import CTImageStorage
 from scipy import ndimage as ndi
 
-from medad_monai.data import demo
 from medad_monai.data.datalist import load_anomaly_datalist
 from medad_monai.data.demo import (
     DEMO_MODALITIES,
+    DemoSubject,
+    cohort,
+    depth_mm,
     draw_lesions,
     ensure_demo_cohort,
     generate_demo_cohort,
     load_demo_template,
+    pick_lesion_centre,
     synthesize_subject,
     write_ct_series,
 )
@@ -170,7 +173,7 @@ def test_lesion_centres_are_spread_evenly_over_axial_planes():
     allowed[5:35, 5:35, 1] = True  # 900 candidates
     allowed[20, 20, 3] = True  # 1 candidate
     rng = np.random.default_rng(0)
-    planes = Counter(int(demo._pick_centre(rng, allowed, 1, [])[2]) for _ in range(400))
+    planes = Counter(int(pick_lesion_centre(rng, allowed, 1, [])[2]) for _ in range(400))
     assert set(planes) == {1, 3} and 150 < planes[3] < 250
 
 
@@ -179,7 +182,7 @@ MRI_LESIONS = [("tumour", 26.0), ("tumour", 14.0), ("cavity", 12.0), ("focus", 7
 
 
 @pytest.fixture(scope="module")
-def mri_twins() -> list[tuple[demo.DemoSubject, demo.DemoSubject]]:
+def mri_twins() -> list[tuple[DemoSubject, DemoSubject]]:
     """(subject with ``MRI_LESIONS``, the same subject without them) for two seeds, 2 mm grid."""
     return [
         tuple(synthesize_subject("brain_mri", np.random.default_rng(seed), lesions) for lesions in (MRI_LESIONS, ()))
@@ -194,13 +197,13 @@ def _in_plane(iterations: int, region: np.ndarray) -> np.ndarray:
     return ndi.binary_dilation(region, structure, iterations=iterations)
 
 
-def _lesion_parts(subject: demo.DemoSubject, index: int) -> list[tuple[np.ndarray, float]]:
+def _lesion_parts(subject: DemoSubject, index: int) -> list[tuple[np.ndarray, float]]:
     """(voxels, requested contrast) of each part of lesion ``index``: a tumour's core and oedema ring, or the whole."""
     region = subject.lesion_labels == index + 1
     lesion = subject.lesions[index]
     if lesion["kind"] != "tumour":
         return [(region, lesion["contrast"])]
-    core = region & (demo._depth_mm(region, 2.0) > lesion["oedema_thickness_mm"])
+    core = region & (depth_mm(region, 2.0) > lesion["oedema_thickness_mm"])
     return [(core, lesion["contrast"]), (region & ~core, lesion["oedema_contrast"])]
 
 
@@ -220,7 +223,7 @@ def test_mri_lesions_have_the_stated_sizes_and_contrast(mri_twins):
             if lesion["kind"] == "tumour":
                 assert -0.4 <= lesion["oedema_contrast"] <= -0.15
                 # 2 voxels or more, unless the tumour is too thin to keep a core inside such a ring
-                deepest = demo._depth_mm(region, 2.0).max()
+                deepest = depth_mm(region, 2.0).max()
                 thickness = lesion["oedema_thickness_mm"]
                 assert min(4.0, deepest - 2.0) <= thickness <= max(4.0, lesion["diameter_mm"] / 4)
                 assert all(part.any() for part, _ in _lesion_parts(subject, index))
@@ -277,7 +280,7 @@ def test_mri_lesion_contrast_is_the_requested_one(mri_twins):
 def test_ct_haemorrhages_are_hyperdense_inside_the_brain():
     # seed 1 draws a subdural haematoma 5.8 mm thick: thick enough for voxels out of the blur's reach
     subject = synthesize_subject("head_ct", np.random.default_rng(1), [("haemorrhage", 20.0), ("subdural", 45.0)])
-    depth = demo._depth_mm(subject.brain, 2.0)
+    depth = depth_mm(subject.brain, 2.0)
     for index, lesion in enumerate(subject.lesions):
         region = subject.lesion_labels == index + 1
         assert subject.brain[region].all()
@@ -363,16 +366,17 @@ def test_write_ct_series_rejects_bad_input(tmp_path):
 
 
 def test_interrupted_generation_leaves_no_cohort(tmp_path, monkeypatch):
-    export = demo._export_subject
+    synthesize = cohort.synthesize_subject
     calls = []
 
-    def export_then_fail(*args, **kwargs):
+    def synthesize_then_fail(*args, **kwargs):
+        # the first subject is written before the second one fails
         calls.append(args)
         if len(calls) == 2:
             raise RuntimeError("interrupted")
-        return export(*args, **kwargs)
+        return synthesize(*args, **kwargs)
 
-    monkeypatch.setattr(demo, "_export_subject", export_then_fail)
+    monkeypatch.setattr(cohort, "synthesize_subject", synthesize_then_fail)
     with pytest.raises(RuntimeError, match="interrupted"):
         generate_demo_cohort(tmp_path, "brain_mri", **SMALL)
     assert list(tmp_path.iterdir()) == []
@@ -391,9 +395,29 @@ def test_ensure_ignores_a_killed_run_and_generates(tmp_path):
 
 def test_ensure_reuses_a_matching_cohort(cohorts, monkeypatch):
     root, datalists = cohorts
-    monkeypatch.setattr(demo, "_write_cohort", lambda *args: pytest.fail("the cohort was generated again"))
+    monkeypatch.setattr(cohort, "synthesize_subject", lambda *args: pytest.fail("the cohort was generated again"))
     for modality in DEMO_MODALITIES:
         assert ensure_demo_cohort(root, modality, seed=0, **SMALL) == datalists[modality]
+
+
+def test_ensure_with_a_relative_root_writes_a_datalist_that_loads(tmp_path, monkeypatch):
+    # issue 16, defect 6: a relative root_dir wrote paths into the temporary .partial-* folder
+    monkeypatch.chdir(tmp_path)
+    datalist = ensure_demo_cohort(Path("bundle") / "data", "head_ct", seed=0, **TRAIN_ONLY)
+    assert ".partial-" not in datalist.read_text()
+    assert load_anomaly_datalist(datalist, "training")
+    # the cohort is reused from another working directory, by its absolute path
+    monkeypatch.chdir(tmp_path.parent)
+    assert load_anomaly_datalist(ensure_demo_cohort(tmp_path / "bundle" / "data", "head_ct", **TRAIN_ONLY), "training")
+
+
+def test_ensure_refuses_a_cohort_whose_files_are_missing(tmp_path):
+    datalist = ensure_demo_cohort(tmp_path, "brain_mri", seed=0, **TRAIN_ONLY)
+    missing = Path(load_anomaly_datalist(datalist, "training")[-1]["image"])
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match="incomplete") as error:
+        ensure_demo_cohort(tmp_path, "brain_mri", seed=0, **TRAIN_ONLY)
+    assert str(tmp_path / "brain_mri") in str(error.value) and missing.name in str(error.value)
 
 
 def test_ensure_refuses_a_mismatching_cohort(cohorts):
