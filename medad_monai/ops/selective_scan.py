@@ -496,6 +496,15 @@ class _ChunkedScan(torch.autograd.Function):
         return d_u, d_delta, _accumulated(dAt, At), dBg, dCg, dD, dz, d_bias, None, None
 
 
+class _NoGradContext:
+    """Stands in for autograd's context when :meth:`_ChunkedScan.forward` runs without autograd."""
+
+    needs_input_grad = (False,) * 10
+
+    def save_for_backward(self, *tensors: torch.Tensor | None) -> None:
+        pass
+
+
 def _scan_torch(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -516,10 +525,14 @@ def _scan_torch(
     u_c, delta_c, D_c, z_c, bias_c = (prepare(x) for x in (u, delta, D, z, delta_bias))
     with torch.no_grad():
         chunk = _chunk_length(delta_c, bias_c, delta_softplus, A)
+    if torch.jit.is_tracing():  # a trace freezes the chunk length: halve it, for inputs with larger step sizes
+        chunk = max(1, chunk // 2)
     At = A.to(dtype).t()[None, :, :, None].contiguous()
-    out, last_state = _ChunkedScan.apply(
-        u_c, delta_c, At, _as_groups(B, dtype), _as_groups(C, dtype), D_c, z_c, bias_c, delta_softplus, chunk
-    )
+    args = (u_c, delta_c, At, _as_groups(B, dtype), _as_groups(C, dtype), D_c, z_c, bias_c, delta_softplus, chunk)
+    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        out, last_state = _ChunkedScan.apply(*args)
+    else:  # no autograd node: inference saves nothing, and torch.jit.trace can record the forward's ops
+        out, last_state = _ChunkedScan.forward(_NoGradContext(), *args)
     out = out.to(u.dtype)
     return (out, last_state) if return_last_state else out
 

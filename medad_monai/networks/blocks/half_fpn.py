@@ -52,7 +52,7 @@ class HalfFPNBottleneck(nn.Module):
         self.in_channels = tuple(in_channels)
         self.out_channels = out_channels
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if len(features) != len(self.in_channels):
             raise ValueError(f"expected {len(self.in_channels)} feature maps, got {len(features)}.")
         aligned = [align(f) for align, f in zip(self.align, features[:-1])] + [features[-1]]
