@@ -8,9 +8,9 @@ Deploy rely on:
   normalised as :func:`medad_monai.transforms.detector_input_transforms` prepares it) returns the
   pixel anomaly map ``(B, 1, H, W)``, higher meaning more anomalous.
 - ``train()`` mode: ``net(image)`` returns the typed output declared in the detector's
-  ``network.py`` (e.g. :class:`SPMambaOutput`); the detector's loss in ``loss.py`` takes it as
-  ``loss(output, target)`` (``target`` ignored: training images are all normal), which is how
-  MONAI's ``SupervisedTrainer`` calls a loss.
+  ``network.py`` (e.g. :class:`SPMambaOutput`, :class:`WaveMambaADOutput`); the detector's loss in
+  ``loss.py`` takes it as ``loss(output, target)`` (``target`` ignored: training images are all
+  normal), which is how MONAI's ``SupervisedTrainer`` calls a loss.
 - A frozen pretrained encoder is exposed as ``net.encoder``; if it offers
   ``calibrate_batch_norm``, :class:`medad_monai.handlers.EncoderCalibration` can calibrate it.
 - ``scoring.py`` holds an image scorer (``<Name>ImageScore``) whose defaults are the paper's,
@@ -18,5 +18,15 @@ Deploy rely on:
 """
 
 from .sp_mamba import SPMamba, SPMambaImageScore, SPMambaLoss, SPMambaOutput
+from .wave_mambaad import WaveMambaAD, WaveMambaADImageScore, WaveMambaADLoss, WaveMambaADOutput
 
-__all__ = ["SPMamba", "SPMambaImageScore", "SPMambaLoss", "SPMambaOutput"]
+__all__ = [
+    "SPMamba",
+    "SPMambaImageScore",
+    "SPMambaLoss",
+    "SPMambaOutput",
+    "WaveMambaAD",
+    "WaveMambaADImageScore",
+    "WaveMambaADLoss",
+    "WaveMambaADOutput",
+]

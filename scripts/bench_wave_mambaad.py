@@ -1,0 +1,188 @@
+"""Wave-MambaAD size, cost and speed; speed side by side with SP-Mamba in one process.
+
+Prints:
+1. parameters and multiply-accumulates (MACs) at 256 x 256 per part of the network (encoder,
+   Half-FPN, upsamplings, each decoder stage and, over the whole decoder, HFSS / LFSS / DSE), for
+   the paper's decoder ([1, 2, 2, 2] = 7 Wavelet-Mamba modules, the default) and for the official
+   code's block count ((1, 4, 4, 4) = 13 blocks), against the paper's Table 2 (22.3 M, 7.5 G) and
+   the official model file (22,293,250 parameters of which 1,820,928 unused, 7.49 G with fvcore).
+   MACs exclude the selective scan, as the paper's table does (fvcore counts one multiply-add as
+   one "FLOP" and does not see the scan): torch's ``FlopCounterMode`` counts convolutions and
+   matrix products (reported FLOPs / 2 = MACs) with the elementwise reference scan, which it does
+   not see either. The scan is reported separately, 5 MACs per (batch, channel, state, position)
+   of every sequence (``delta*A``, ``delta*B*u`` (2), ``dA*h + dBu``, ``C*h``), from forward hooks on
+   the scan modules. When fvcore is importable its total is printed too.
+2. CPU inference latency per image and training-step time (Adam, lr 5e-3, weight decay 1e-4) of
+   Wave-MambaAD and SP-Mamba, both at their paper defaults, at 64 x 64 and 256 x 256. Batch
+   sizes are chosen to fit in a few minutes on two cores.
+
+Usage: ``python scripts/bench_wave_mambaad.py [--sizes 64 256] [--threads 2] [--repeats 2] [--skip-speed]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from collections import defaultdict
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from medad_monai.detectors import SPMamba, SPMambaLoss, WaveMambaAD, WaveMambaADLoss
+from medad_monai.detectors.wave_mambaad.blocks import DSE, HFSS, LFSS, ChannelMLP, SelectiveSSM
+from medad_monai.networks.blocks import SS2D
+
+PAPER_PARAMS_M, PAPER_GMACS = 22.3, 7.5
+OFFICIAL_PARAMS, OFFICIAL_UNUSED, OFFICIAL_GMACS = 22_293_250, 1_820_928, 7.49
+# (inference batch sizes, training batch size) per image size.
+SPEED_BATCHES = {64: ((1, 8), 16), 256: ((1,), 2)}
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def scan_mac_hooks(net: nn.Module, counts: dict[str, int]) -> list:
+    """Forward hooks adding each selective scan's MACs to ``counts[module name]``."""
+
+    def hook(name: str):
+        def add(module: nn.Module, args: tuple, _output: torch.Tensor) -> None:
+            x = args[0]
+            if isinstance(module, SelectiveSSM):  # (B, K, D, L)
+                counts[name] += 5 * x.numel() * module.d_state
+            else:  # SS2D on (B, C, H, W): K sequences of d_inner features over H * W positions
+                b, _, h, w = x.shape
+                counts[name] += 5 * b * module.num_directions * module.out_proj.in_features * module.d_state * h * w
+
+        return add
+
+    return [
+        m.register_forward_hook(hook(name)) for name, m in net.named_modules() if isinstance(m, (SelectiveSSM, SS2D))
+    ]
+
+
+def size_report(decoder_depths: tuple[int, ...], label: str) -> tuple[float, float, float]:
+    """Print the per-part table of one configuration; return (params M, MACs G, scan MACs G)."""
+    torch.manual_seed(0)
+    # the reference scan is elementwise only, so the counter sees no scan work.
+    net = WaveMambaAD(image_size=(256, 256), decoder_depths=decoder_depths, scan_backend="reference").eval()
+    scans: dict[str, int] = defaultdict(int)
+    handles = scan_mac_hooks(net, scans)
+    counter = FlopCounterMode(display=False)
+    image = torch.randn(1, 3, 256, 256)
+    with torch.no_grad(), counter:
+        net(image)
+    for handle in handles:
+        handle.remove()
+    flops = {k.removeprefix("WaveMambaAD").lstrip("."): sum(v.values()) for k, v in counter.get_flop_counts().items()}
+
+    def row(name: str, params: int, macs: float, scan: float) -> None:
+        print(f"  {name:<44} {params / 1e6:>8.3f} {macs / 1e9:>9.3f} {scan / 1e9:>9.3f}")
+
+    def part(prefixes: list[str]) -> tuple[int, float, float]:
+        modules = [net.get_submodule(p) for p in prefixes]
+        macs = sum(flops.get(p, 0) for p in prefixes) / 2
+        scan = sum(v for k, v in scans.items() if any(k == p or k.startswith(p + ".") for p in prefixes))
+        return sum(count_params(m) for m in modules), macs, scan
+
+    print(f"\n{label}: decoder_depths={decoder_depths}, {sum(decoder_depths)} Wavelet-Mamba modules, 256 x 256, batch 1")
+    print(f"  {'part':<44} {'params M':>8} {'MACs G':>9} {'scan G':>9}")
+    row("encoder ResNet34 layer1-3 (frozen)", *part(["encoder"]))
+    row("Half-FPN bottleneck", *part(["bottleneck"]))
+    for i, stage in enumerate(net.stages):
+        ch = stage[0].mixer.norm.normalized_shape[0]
+        side = 256 // 2 ** (5 - i)
+        if i > 0:
+            row(f"upsample to stage {i}", *part([f"upsamples.{i - 1}"]))
+        row(f"stage {i}: {ch} ch, {side}x{side}, {len(stage)} module(s)", *part([f"stages.{i}"]))
+    names = dict(net.stages.named_modules())
+    for kind, types in (("HFSS", (HFSS,)), ("LFSS", (LFSS,)), ("DSE / MLP", (DSE, ChannelMLP))):
+        row(f"  all {kind} blocks", *part([f"stages.{n}" for n, m in names.items() if isinstance(m, types)]))
+    params, macs, scan = count_params(net), flops[""] / 2, sum(scans.values())
+    row("total", params, macs, scan)
+    print(
+        f"  vs paper Table 2: parameters {100 * (params / 1e6 / PAPER_PARAMS_M - 1):+.1f}% of {PAPER_PARAMS_M} M, "
+        f"MACs without the scan {100 * (macs / 1e9 / PAPER_GMACS - 1):+.1f}% of {PAPER_GMACS} G"
+    )
+    try:
+        from fvcore.nn import FlopCountAnalysis
+    except ImportError:
+        pass
+    else:
+        logging.getLogger("fvcore").setLevel(logging.ERROR)
+        analysis = FlopCountAnalysis(net, image)
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        print(f"  fvcore total (counts norms and upsampling too, not the scan): {analysis.total() / 1e9:.3f} G")
+    return params / 1e6, macs / 1e9, scan / 1e9
+
+
+def speed_report(sizes: list[int], repeats: int) -> None:
+    print("\nCPU speed, both detectors at their paper defaults (random encoder weights, batch norm calibrated):")
+    print(f"  {'measure':<36} {'SP-Mamba':>10} {'Wave-MambaAD':>13} {'ratio':>7}")
+    for size in sizes:
+        infer_batches, train_batch = SPEED_BATCHES.get(size, ((1,), 2))
+        results = defaultdict(dict)
+        for name, cls, loss_fn in (("sp", SPMamba, SPMambaLoss()), ("wave", WaveMambaAD, WaveMambaADLoss())):
+            torch.manual_seed(0)
+            model = cls(image_size=(size, size))
+            model.encoder.calibrate_batch_norm([torch.randn(4, 3, size, size)])
+            model.eval()
+            with torch.no_grad():
+                for batch in infer_batches:
+                    x = torch.randn(batch, 3, size, size)
+                    results[f"inference {size}x{size} batch {batch} (ms/image)"][name] = (
+                        1e3 * timed(lambda: model(x), repeats) / batch
+                    )
+            model.train()
+            params = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.Adam(params, lr=5e-3, weight_decay=1e-4)
+            x = torch.randn(train_batch, 3, size, size)
+
+            def step() -> None:
+                optimizer.zero_grad()
+                loss_fn(model(x)).backward()
+                optimizer.step()
+
+            results[f"training step {size}x{size} batch {train_batch} (s)"][name] = timed(step, repeats)
+        for measure, values in results.items():
+            print(f"  {measure:<36} {values['sp']:>10.2f} {values['wave']:>13.2f} {values['sp'] / values['wave']:>6.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256], help="image sizes of the speed runs")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="timed repeats (median) after one warm-up")
+    parser.add_argument("--skip-speed", action="store_true", help="only the size table")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as the bundles do: subnormal decays are slow on CPUs
+
+    print(
+        f"paper Table 2: {PAPER_PARAMS_M} M parameters, {PAPER_GMACS} G MACs at 256 x 256. Official model file: "
+        f"{OFFICIAL_PARAMS:,} parameters ({OFFICIAL_UNUSED:,} in unused 1x1 convolutions), {OFFICIAL_GMACS} G (fvcore), "
+        "13 blocks."
+    )
+    size_report((1, 2, 2, 2), "Wave-MambaAD, paper decoder (default)")
+    size_report((1, 4, 4, 4), "Wave-MambaAD, official block count")
+    if not args.skip_speed:
+        speed_report(args.sizes, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
