@@ -129,7 +129,9 @@ class LoadCheckpoint(CheckpointLoader):
         if len(load_dict) == 1 and isinstance(checkpoint, Mapping) and first not in checkpoint:
             checkpoint = {first: checkpoint}  # a bare state dict (MONAI's convention for one object)
         if not isinstance(checkpoint, Mapping):
-            raise CorruptCheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a dict of state dicts.")
+            raise CorruptCheckpointError(
+                f"checkpoint {path} holds a {type(checkpoint).__name__}, not a dict of state dicts."
+            )
         for key in self.optional_keys:
             if key in load_dict and key not in checkpoint:
                 self.logger.warning(f"checkpoint {path} has no {key!r} (written by an earlier version): not checked.")

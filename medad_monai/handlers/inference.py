@@ -117,7 +117,10 @@ class InferenceResultsWriter:
             f.close()
         self._files = {}
         total = self.num_scored + len(self.failures)
-        summary = f"inference: {self.num_scored} of {total} inputs scored; maps, masks and {self.scores_path.name} in {self.output_dir}"
+        summary = (
+            f"inference: {self.num_scored} of {total} inputs scored; maps, masks and {self.scores_path.name} "
+            f"in {self.output_dir}"
+        )
         if not self.failures:
             self.logger.info(summary + ".")
             return

@@ -93,7 +93,9 @@ class Provenance:
             return
         found = f"trained with {', '.join(differences)}"
         if self.allow_mismatch:
-            self.logger.warning(f"checkpoint {found}: its thresholds may not apply; running anyway (allow_modality_mismatch).")
+            self.logger.warning(
+                f"checkpoint {found}: its thresholds may not apply; running anyway (allow_modality_mismatch)."
+            )
             return
         advice = "use a checkpoint trained for this configuration"
         if self.datalist_sha256 is not None:

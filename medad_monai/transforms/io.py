@@ -111,7 +111,8 @@ def _check_series(datasets: Sequence[pydicom.Dataset], names: Sequence[str], whe
     series = sorted({str(ds.get("SeriesInstanceUID", "")) for ds in datasets})
     if len(series) > 1:
         raise ValueError(
-            f"{where} holds {len(series)} DICOM series (SeriesInstanceUID {series[:3]}{'...' if len(series) > 3 else ''}), "
+            f"{where} holds {len(series)} DICOM series "
+            f"(SeriesInstanceUID {series[:3]}{'...' if len(series) > 3 else ''}), "
             "not one volume: give each series (or each 2D file) as its own input; inference on the folder's "
             "parent (medad_monai.bundle.inference_items) separates them."
         )
