@@ -89,7 +89,8 @@ def test_image_inferer_returns_network_maps_and_slices_3d_inputs():
     image.is_batch = True
     out = ImageInferer((16, 16), network_map_key="pred_network")(image, lambda x: x[:, :1])
     items = decollate_batch(out)
-    assert [i["pred"].shape for i in items] == [(1, 20, 24)] * 2 and [i["pred_network"].shape for i in items] == [(1, 16, 16)] * 2
+    assert [i["pred"].shape for i in items] == [(1, 20, 24)] * 2
+    assert [i["pred_network"].shape for i in items] == [(1, 16, 16)] * 2
     assert [i["pred_network"].meta["filename_or_obj"] for i in items] == ["a.png", "b.png"]
     volume = MetaTensor(torch.rand(1, 3, 20, 24, 6), meta={"filename_or_obj": "cine.dcm"})
     out = ImageInferer((16, 16), network_map_key="pred_network")(volume, lambda x: x[:, :1])

@@ -429,7 +429,7 @@ def test_colour_png_with_alpha_in_every_preset_that_reads_colour(tmp_path, modal
 def test_ct_refuses_colour_by_name():
     with pytest.raises(RuntimeError) as excinfo:
         modality_preset("ct", allow_modality_mismatch=True)({"image": dicom_file("examples_rgb_color.dcm")})
-    assert raised_in_chain(excinfo, ValueError, "examples_rgb_color.dcm has 3 channels \\(a colour image\\): CT windows")
+    assert raised_in_chain(excinfo, ValueError, r"examples_rgb_color.dcm has 3 channels \(a colour image\): CT windows")
 
 
 def test_32_bit_range_is_compared_as_the_image_holds_it():
