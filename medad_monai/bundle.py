@@ -140,7 +140,6 @@ def report_errors(log_file: str | os.PathLike, debug: bool = False) -> None:
     file_handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
     file_handler._medad_log = True  # type: ignore[attr-defined]
     root.addHandler(file_handler)
-    root.setLevel(min(root.level or logging.INFO, logging.INFO))
     if not debug:
         for handler in root.handlers:
             if type(handler) is logging.StreamHandler and not isinstance(handler.formatter, _BriefFormatter):
