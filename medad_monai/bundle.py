@@ -52,7 +52,8 @@ def inference_items(source: str | Path, data_list_key: str = "test") -> list[dic
     """Items ``{"image": path}`` to run inference on, from a datalist JSON, a folder or one file.
 
     Args:
-        source: a datalist JSON (items of ``data_list_key``; labels are not needed), a folder (see
+        source: a datalist JSON (items of ``data_list_key``; labels are not needed, and a missing file
+            fails as one input, not the run), a folder (see
             :func:`~medad_monai.data.folder_items`: every file under it, DICOM files grouped into
             series by *SeriesInstanceUID*), or one image file or DICOM series folder.
         data_list_key: split to read from a datalist.
@@ -63,7 +64,9 @@ def inference_items(source: str | Path, data_list_key: str = "test") -> list[dic
     """
     path = Path(source)
     if path.suffix == ".json":
-        items = load_anomaly_datalist(path, data_list_key, require_labels=False, allow_empty=False)
+        items = load_anomaly_datalist(
+            path, data_list_key, require_labels=False, allow_empty=False, require_files=False
+        )
         return [{"image": item["image"]} for item in items]
     if path.is_file():
         return [{"image": str(path)}]

@@ -1,8 +1,8 @@
 """Inferers that run a 2D detector on images and volumes of any size and return maps in the input's geometry.
 
 :class:`ImageInferer` resizes and normalizes 2D images to the network's size and maps the anomaly map
-back; 3D inputs (volumes, multi-frame files) go slice by slice through MONAI's ``SliceInferer``.
-:class:`SliceWiseInferer` is the same for volumes only. Both can also return the map at the network's
+back; 3D inputs (volumes, multi-frame files) go slice by slice. :class:`SliceWiseInferer` is the same
+for volumes only. Both can also return the map at the network's
 size, where the image score is computed (the size its thresholds were calibrated at). Orientation
 conventions for volumes are those of :mod:`medad_monai.data.volumes`.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.inferers import Inferer, SliceInferer
+from monai.inferers import Inferer
 from monai.transforms import Resize
 from monai.utils import CommonKeys, ImageMetaKey, MetaKeys
 from torch import nn
@@ -101,8 +101,10 @@ class ImageInferer(Inferer):
     (intensities in [0, 1]); each is resized to ``network_size`` and normalized exactly as
     ``detector_input_transforms`` prepares training images, and the network's map is resized back
     to ``(B, 1, h, w)``. Inputs ``(B, C, D0, D1, D2)`` (volumes, multi-frame files) are processed
-    slice by slice along ``slice_axis`` in the same way (MONAI's ``SliceInferer``) into ``(B, 1, D0,
-    D1, D2)``. A ``MetaTensor`` input gives a ``MetaTensor`` map with the input's metadata, marked
+    slice by slice along ``slice_axis`` in the same way, ``sw_batch_size`` slices per network call,
+    into ``(B, 1, D0, D1, D2)``. (MONAI's ``SliceInferer`` is not used: it stitches outputs of another
+    size than the slice only when the zoom factors divide evenly, and the network-size map of an
+    85 x 103 slice is 64 x 64.) A ``MetaTensor`` input gives a ``MetaTensor`` map with the input's metadata, marked
     single-channel, so ``SaveImaged`` writes it in the input's geometry whatever the input's colour.
 
     With ``network_map_key`` the result is a dict: ``"pred"`` the map above, ``network_map_key`` the
@@ -119,7 +121,7 @@ class ImageInferer(Inferer):
         network_map_key: also return the network-size map under this key.
         slice_axis: spatial axis (0, 1, 2) 3D inputs are sliced along.
         sw_batch_size: slices per network call for 3D inputs.
-        device: device of the stitched 3D output (``SliceInferer``'s ``device``); default: the input's.
+        device: device of the stacked 3D output; default: the input's.
     """
 
     def __init__(
@@ -144,10 +146,7 @@ class ImageInferer(Inferer):
             raise ValueError(f"network_map_key must differ from {CommonKeys.PRED!r}.")
         self.network_size, self.resize_mode, self.mean, self.std = tuple(network_size), resize_mode, mean, std
         self.network_map_key = network_map_key
-        # roi (-1, -1): each window is one whole slice, so every voxel is predicted exactly once
-        self.slicer = SliceInferer(
-            roi_size=(-1, -1), spatial_dim=slice_axis, sw_batch_size=sw_batch_size, overlap=0.0, device=device
-        )
+        self.slice_axis, self.sw_batch_size, self.device = slice_axis, sw_batch_size, device
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
         """``inputs`` ``(B, C, h, w)`` or ``(B, C, D0, D1, D2)`` -> anomaly map ``(B, 1, *spatial)``
@@ -155,13 +154,30 @@ class ImageInferer(Inferer):
         if inputs.ndim not in (4, 5):
             raise ValueError(f"inputs must be (B, C, H, W) or (B, C, D0, D1, D2), got shape {tuple(inputs.shape)}.")
         wrapped = _SliceNetwork(network, self.network_size, self.resize_mode, self.mean, self.std, self.network_map_key)
-        out = wrapped(inputs) if inputs.ndim == 4 else self.slicer(inputs, wrapped, *args, **kwargs)
+        out = wrapped(inputs) if inputs.ndim == 4 else self._slice_wise(inputs, wrapped)
         if not isinstance(out, dict):
             return _as_map(out, inputs)
         return {
             CommonKeys.PRED: _as_map(out[CommonKeys.PRED], inputs),
             self.network_map_key: _as_network_map(out[self.network_map_key], inputs),
         }
+
+
+    def _slice_wise(self, inputs: torch.Tensor, wrapped: _SliceNetwork) -> torch.Tensor | dict[str, torch.Tensor]:
+        """``(B, C, D0, D1, D2)`` -> the maps of each slice along ``slice_axis``, stacked back on that axis."""
+        axis = self.slice_axis + 2
+        volume = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        batch, depth = volume.shape[0], volume.shape[axis]
+        slices = volume.movedim(axis, 1).flatten(0, 1)  # (B * D, C, *two other axes)
+        parts = [wrapped(slices[i : i + self.sw_batch_size]) for i in range(0, len(slices), self.sw_batch_size)]
+
+        def stack(maps: list[torch.Tensor]) -> torch.Tensor:
+            stacked = torch.cat(maps).to(self.device or inputs.device)  # (B * D, 1, h, w)
+            return stacked.unflatten(0, (batch, depth)).movedim(1, axis)
+
+        if isinstance(parts[0], dict):
+            return {key: stack([p[key] for p in parts]) for key in parts[0]}
+        return stack(parts)
 
 
 class SliceWiseInferer(ImageInferer):
@@ -171,7 +187,7 @@ class SliceWiseInferer(ImageInferer):
     [0, 1], ``C`` channels as the network expects); each slice along ``spatial_dim`` is resized
     to ``network_size`` and normalized exactly as ``detector_input_transforms`` prepares 2D
     images, the network's anomaly map is resized back, and the slices are stacked into
-    ``(B, 1, D0, D1, D2)`` (MONAI's ``SliceInferer``). A ``MetaTensor`` input gives a ``MetaTensor``
+    ``(B, 1, D0, D1, D2)``. A ``MetaTensor`` input gives a ``MetaTensor``
     output with the input's metadata (affine, spacing), so ``SaveImaged`` writes it in the input's geometry.
 
     Args:
@@ -181,7 +197,7 @@ class SliceWiseInferer(ImageInferer):
         resize_mode: ``"letterbox"`` or ``"stretch"``, as used in training.
         mean: normalization mean per channel, ``None`` if the volume is already normalized.
         std: normalization std per channel.
-        device: device for the stitched output (``SliceInferer``'s ``device``); default: the input's.
+        device: device of the stacked output; default: the input's.
         network_map_key: also return the network-size map under this key (see :class:`ImageInferer`).
     """
 

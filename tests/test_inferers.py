@@ -92,8 +92,14 @@ def test_image_inferer_returns_network_maps_and_slices_3d_inputs():
     assert [i["pred"].shape for i in items] == [(1, 20, 24)] * 2
     assert [i["pred_network"].shape for i in items] == [(1, 16, 16)] * 2
     assert [i["pred_network"].meta["filename_or_obj"] for i in items] == ["a.png", "b.png"]
-    volume = MetaTensor(torch.rand(1, 3, 20, 24, 6), meta={"filename_or_obj": "cine.dcm"})
-    out = ImageInferer((16, 16), network_map_key="pred_network")(volume, lambda x: x[:, :1])
-    assert out["pred"].shape == (1, 1, 20, 24, 6) and out["pred_network"].shape == (1, 1, 16, 16, 6)
+    # 85 x 103 slices: zoom factors to 16 x 16 that do not divide evenly (MONAI's SliceInferer fails on them)
+    volume = MetaTensor(torch.rand(2, 3, 85, 103, 5), meta={"filename_or_obj": ["cine.dcm", "other.dcm"]})
+    volume.is_batch = True
+    inferer = ImageInferer((16, 16), network_map_key="pred_network", sw_batch_size=3)
+    out = inferer(volume, lambda x: x[:, :1] * 2)
+    assert out["pred"].shape == (2, 1, 85, 103, 5) and out["pred_network"].shape == (2, 1, 16, 16, 5)
+    frame = ImageInferer((16, 16), network_map_key="pred_network")(volume[1:, ..., 3], lambda x: x[:, :1] * 2)
+    torch.testing.assert_close(out["pred"][1:, ..., 3].as_tensor(), frame["pred"].as_tensor())
+    torch.testing.assert_close(out["pred_network"][1:, ..., 3].as_tensor(), frame["pred_network"].as_tensor())
     with pytest.raises(ValueError, match="network_map_key"):
         ImageInferer(network_map_key="pred")

@@ -50,6 +50,7 @@ def load_anomaly_datalist(
     require_labels: bool = True,
     normal_only: bool = False,
     allow_empty: bool = True,
+    require_files: bool = True,
 ) -> list[dict]:
     """Load one split of an anomaly-detection datalist with absolute, checked paths.
 
@@ -62,6 +63,8 @@ def load_anomaly_datalist(
             is still checked).
         normal_only: every item must be normal (label 0), as training on normal images requires.
         allow_empty: ``False`` raises for a split without items.
+        require_files: every ``image`` and ``mask`` file must exist (``False`` for inference, where a
+            missing file fails as one item, named, instead of stopping the run).
 
     Returns:
         The split's items as new dicts, ``image`` and ``mask`` (where present) as absolute
@@ -106,7 +109,7 @@ def load_anomaly_datalist(
         for key in PATH_KEYS:
             if key in item:
                 path = Path(os.path.abspath(base / item[key]))
-                if not path.exists():
+                if require_files and not path.exists():
                     raise FileNotFoundError(f"{where} ({key}='{item[key]}'): file '{path}' does not exist.")
                 resolved[key] = str(path)
         loaded.append(resolved)

@@ -66,8 +66,10 @@ def test_folder_items_errors(tmp_path):
 
 def test_inference_items_from_a_datalist_without_labels(tmp_path):
     nib.save(nib.Nifti1Image(np.random.rand(8, 8).astype(np.float32), np.eye(4)), tmp_path / "x.nii.gz")
-    (tmp_path / "list.json").write_text('{"test": [{"image": "x.nii.gz"}], "empty": []}')
-    assert inference_items(tmp_path / "list.json") == [{"image": str(tmp_path / "x.nii.gz")}]
+    (tmp_path / "list.json").write_text('{"test": [{"image": "x.nii.gz"}, {"image": "gone.nii.gz"}], "empty": []}')
+    # a missing file is an input that fails on its own (listed in failures.csv), not a reason to stop the run
+    expected = [{"image": str(tmp_path / name)} for name in ("x.nii.gz", "gone.nii.gz")]
+    assert inference_items(tmp_path / "list.json") == expected
     with pytest.raises(ValueError, match="'empty' of datalist .* has no items"):
         inference_items(tmp_path / "list.json", "empty")
     assert inference_items(tmp_path / "x.nii.gz") == [{"image": str(tmp_path / "x.nii.gz")}]
