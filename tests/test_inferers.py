@@ -1,15 +1,17 @@
-"""Slice-wise inference of 2D detectors on 3D volumes, back in the volume's geometry."""
+"""2D and slice-wise inference of 2D detectors, back in the input's geometry, also for colour inputs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from monai.data import MetaTensor
+from monai.data import MetaTensor, decollate_batch, list_data_collate
 from monai.transforms import LoadImage, SaveImage
+from PIL import Image
+from pydicom.data import get_testdata_file
 
-from medad_monai.inferers import SliceWiseInferer
-from medad_monai.transforms import ReadImaged
+from medad_monai.inferers import ImageInferer, SliceWiseInferer
+from medad_monai.transforms import ReadImaged, modality_preset
 
 
 def test_slice_inference_keeps_shape_and_geometry(volume_affine, volume_files, tmp_path):
@@ -55,3 +57,49 @@ def test_slice_inference_errors():
         inferer(torch.rand(1, 3, 8, 8), lambda x: x[:, :1])
     with pytest.raises(ValueError, match="resize_mode"):
         SliceWiseInferer(resize_mode="crop")
+
+
+def _ultrasound_png(path) -> str:
+    rng = np.random.default_rng(0)
+    frame = np.zeros((70, 90, 3), dtype=np.uint8)
+    frame[10:60, 15:80] = rng.integers(20, 255, (50, 65, 3), dtype=np.uint8)  # the scan sector, in colour
+    Image.fromarray(frame).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("source", ["examples_rgb_color.dcm", "examples_palette.dcm", "rgb.png"])
+def test_colour_inputs_get_a_saved_map_in_their_geometry(tmp_path, source):
+    # the map of a colour input used to keep the input's channel-last metadata: "SaveImage cannot find a writer"
+    path = _ultrasound_png(tmp_path / source) if source.endswith(".png") else get_testdata_file(source, download=False)
+    item = modality_preset("ultrasound", spatial_size=None)({"image": path})
+    batch = list_data_collate([item])
+    net = torch.nn.Conv2d(3, 1, 3, padding=1).eval()
+    with torch.no_grad():
+        pred = decollate_batch(ImageInferer((32, 32))(batch["image"], net))[0]
+    assert pred.shape == (1, *item["image"].shape[1:])
+    saver = SaveImage(output_dir=tmp_path / "out", output_postfix="map", separate_folder=False, print_log=False,
+                      resample=False, savepath_in_metadict=True)
+    saver(pred)
+    saved = LoadImage(image_only=True)(pred.meta["saved_to"])
+    np.testing.assert_allclose(saved.numpy(), pred[0].numpy(), atol=1e-5)
+
+
+def test_image_inferer_returns_network_maps_and_slices_3d_inputs():
+    image = MetaTensor(torch.rand(2, 3, 20, 24), meta={"filename_or_obj": ["a.png", "b.png"]})
+    image.is_batch = True
+    out = ImageInferer((16, 16), network_map_key="pred_network")(image, lambda x: x[:, :1])
+    items = decollate_batch(out)
+    assert [i["pred"].shape for i in items] == [(1, 20, 24)] * 2
+    assert [i["pred_network"].shape for i in items] == [(1, 16, 16)] * 2
+    assert [i["pred_network"].meta["filename_or_obj"] for i in items] == ["a.png", "b.png"]
+    # 85 x 103 slices: zoom factors to 16 x 16 that do not divide evenly (MONAI's SliceInferer fails on them)
+    volume = MetaTensor(torch.rand(2, 3, 85, 103, 5), meta={"filename_or_obj": ["cine.dcm", "other.dcm"]})
+    volume.is_batch = True
+    inferer = ImageInferer((16, 16), network_map_key="pred_network", sw_batch_size=3)
+    out = inferer(volume, lambda x: x[:, :1] * 2)
+    assert out["pred"].shape == (2, 1, 85, 103, 5) and out["pred_network"].shape == (2, 1, 16, 16, 5)
+    frame = ImageInferer((16, 16), network_map_key="pred_network")(volume[1:, ..., 3], lambda x: x[:, :1] * 2)
+    torch.testing.assert_close(out["pred"][1:, ..., 3].as_tensor(), frame["pred"].as_tensor())
+    torch.testing.assert_close(out["pred_network"][1:, ..., 3].as_tensor(), frame["pred_network"].as_tensor())
+    with pytest.raises(ValueError, match="network_map_key"):
+        ImageInferer(network_map_key="pred")

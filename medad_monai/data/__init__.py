@@ -9,4 +9,6 @@ from .benchmarks import (
 )
 from .datalist import load_anomaly_datalist, write_datalist
 from .demo import DEMO_MODALITIES, DemoCohortParameters, ensure_demo_cohort, generate_demo_cohort
+from .folders import IMAGE_SUFFIXES, common_root, folder_items
+from .isolation import FAILURE_KEY, IsolatedDataset, collate_isolated, failure_reason, item_source
 from .volumes import VolumeSliceDataset, extract_slice

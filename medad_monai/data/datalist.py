@@ -26,15 +26,17 @@ __all__ = ["PATH_KEYS", "load_anomaly_datalist", "write_datalist"]
 PATH_KEYS = ("image", "mask")
 
 
-def _check_item(item: Any, where: str) -> None:
-    """Raise if ``item`` is not a dict with an ``image`` path and an int ``label`` in {0, 1}."""
+def _check_item(item: Any, where: str, require_label: bool = True) -> None:
+    """Raise if ``item`` is not a dict with an ``image`` path and (``require_label``, or when present)
+    an int ``label`` in {0, 1}."""
     if not isinstance(item, Mapping):
         raise TypeError(f"{where} must be a dict with 'image' and 'label', got {type(item).__name__}.")
     if "image" not in item:
         raise ValueError(f"{where} has no 'image' key (keys: {sorted(item)}).")
     label = item.get("label")
     # bool is an int subclass, but True/False in a datalist is a writing mistake
-    if isinstance(label, bool) or not isinstance(label, int) or label not in (0, 1):
+    valid = not isinstance(label, bool) and isinstance(label, int) and label in (0, 1)
+    if (require_label or "label" in item) and not valid:
         raise ValueError(f"{where} must have an int 'label' of 0 or 1, got {label!r}.")
     for key in PATH_KEYS:
         if key in item and not isinstance(item[key], (str, os.PathLike)):
@@ -45,6 +47,10 @@ def load_anomaly_datalist(
     datalist_path: str | os.PathLike,
     data_list_key: str = "training",
     base_dir: str | os.PathLike | None = None,
+    require_labels: bool = True,
+    normal_only: bool = False,
+    allow_empty: bool = True,
+    require_files: bool = True,
 ) -> list[dict]:
     """Load one split of an anomaly-detection datalist with absolute, checked paths.
 
@@ -53,6 +59,12 @@ def load_anomaly_datalist(
         data_list_key: the split to load, e.g. ``"training"``, ``"validation"``, ``"test"``.
         base_dir: folder the ``image`` and ``mask`` paths are relative to; defaults to the
             datalist's folder. Absolute paths in the file are kept.
+        require_labels: every item needs a ``label`` (``False`` for inference lists: a label given
+            is still checked).
+        normal_only: every item must be normal (label 0), as training on normal images requires.
+        allow_empty: ``False`` raises for a split without items.
+        require_files: every ``image`` and ``mask`` file must exist (``False`` for inference, where a
+            missing file fails as one item, named, instead of stopping the run).
 
     Returns:
         The split's items as new dicts, ``image`` and ``mask`` (where present) as absolute
@@ -61,7 +73,8 @@ def load_anomaly_datalist(
     Raises:
         FileNotFoundError: the datalist, or a file an item references, does not exist.
         ValueError: the JSON is not an object, ``data_list_key`` is missing (the message
-            lists the keys there are), or an item lacks ``image`` or a 0/1 int ``label``.
+            lists the keys there are), an item lacks ``image`` or a 0/1 int ``label``, an item is
+            abnormal with ``normal_only``, or the split is empty without ``allow_empty``.
         TypeError: the split is not a list, or an item is not a dict.
     """
     datalist_path = Path(datalist_path)
@@ -78,17 +91,25 @@ def load_anomaly_datalist(
     items = content[data_list_key]
     if not isinstance(items, list):
         raise TypeError(f"'{data_list_key}' of datalist '{datalist_path}' must be a list, got {type(items).__name__}.")
+    if not items and not allow_empty:
+        raise ValueError(f"'{data_list_key}' of datalist '{datalist_path}' has no items: add images to it.")
     base = Path(base_dir) if base_dir is not None else datalist_path.parent
 
     loaded = []
     for index, item in enumerate(items):
         where = f"item {index} of '{data_list_key}' in '{datalist_path}'"
-        _check_item(item, where)
+        _check_item(item, where, require_labels)
+        if normal_only and item.get("label") != 0:
+            raise ValueError(
+                f"{where} ({item['image']}) has label {item.get('label')!r}: '{data_list_key}' must hold normal images "
+                "only (label 0), the detector learns what normal looks like; move abnormal images to "
+                "'validation' or 'test'."
+            )
         resolved = dict(item)
         for key in PATH_KEYS:
             if key in item:
                 path = Path(os.path.abspath(base / item[key]))
-                if not path.exists():
+                if require_files and not path.exists():
                     raise FileNotFoundError(f"{where} ({key}='{item[key]}'): file '{path}' does not exist.")
                 resolved[key] = str(path)
         loaded.append(resolved)

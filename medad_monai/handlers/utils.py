@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -17,11 +17,13 @@ from monai.utils import ImageMetaKey, evenly_divisible_all_gather, is_scalar
 
 __all__ = [
     "as_scalar",
+    "atomic_write",
     "decollated_output",
     "gather_1d",
     "item_filename",
     "per_item_scalars",
     "resolve_thresholds",
+    "save_checkpoint",
     "sha256_file",
     "write_json",
     "write_text",
@@ -93,15 +95,49 @@ def as_scalar(value: Any, key: str) -> float | int:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` atomically (temporary file + rename): a crash never leaves a half-written file behind."""
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through ``write(file)`` so that it is either complete or untouched, whenever the process dies.
+
+    The content goes to a temporary file in the same folder, is flushed and ``fsync``-ed, then renamed over
+    ``path`` (``os.replace``, atomic on POSIX and Windows) and the folder is ``fsync``-ed. A kill at any moment
+    leaves the previous ``path`` (or none) plus at most a ``.<name>.<pid>.tmp`` file, never a truncated ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a plain open() (not tempfile) so the file gets the usual umask permissions, readable by the group
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` atomically (:func:`atomic_write`): a crash never leaves a half-written file behind."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def write_json(path: str | os.PathLike, content: Any) -> None:

@@ -12,7 +12,15 @@ from medad_monai.transforms.common import (
     detector_input_transforms,
     letterbox_shape,
 )
-from medad_monai.transforms.io import DICOM_PIXEL_TAGS, DicomReader, ReadImaged, dicom_pixel_meta, image_source
+from medad_monai.transforms.io import (
+    DICOM_PIXEL_TAGS,
+    DicomReader,
+    ReadImaged,
+    check_dicom_image,
+    dicom_pixel_meta,
+    grey_or_rgb,
+    image_source,
+)
 from medad_monai.transforms.intensity import (
     CT_WINDOWS,
     BitDepthScaled,
@@ -31,24 +39,30 @@ from medad_monai.transforms.intensity import (
     stored_value_range,
 )
 from medad_monai.transforms.modality import (
+    DICOM_MODALITIES,
     MODALITIES,
+    UNSPECIFIED_MODALITIES,
+    CheckModalityd,
     ct_transforms,
     modality_preset,
     mri_transforms,
     ultrasound_transforms,
     xray_transforms,
 )
-from medad_monai.transforms.post import ImageScored, ThresholdAnomalyMapd
+from medad_monai.transforms.post import ImageScored, ThresholdAnomalyMapd, UnpackOutputd
 
 __all__ = [
     "ImageScored",
     "ThresholdAnomalyMapd",
+    "UnpackOutputd",
     "BitDepthScaled",
     "BinarizeMaskd",
     "CTMultiWindowd",
     "CTWindowd",
+    "CheckModalityd",
     "CT_WINDOWS",
     "ColorToGrayd",
+    "DICOM_MODALITIES",
     "DICOM_PIXEL_TAGS",
     "DicomReader",
     "EnsureChannelsd",
@@ -64,11 +78,14 @@ __all__ = [
     "ReadImaged",
     "RobustNormalized",
     "SectorCropd",
+    "UNSPECIFIED_MODALITIES",
     "VOIWindowd",
     "ValidateImaged",
+    "check_dicom_image",
     "ct_transforms",
     "detector_input_transforms",
     "dicom_pixel_meta",
+    "grey_or_rgb",
     "image_source",
     "letterbox_shape",
     "modality_preset",

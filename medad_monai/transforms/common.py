@@ -48,14 +48,14 @@ class ValidateImaged(MapTransform):
     """Reject images a detector cannot use, naming the file (``meta["filename_or_obj"]``).
 
     Raises ``ValueError`` for a zero-size image, an image with NaN or Inf pixels, a constant
-    image (no content, e.g. all zero), or a number of spatial dims other than ``spatial_dims``
+    image (no content, e.g. all zero), or a number of spatial dims not in ``spatial_dims``
     (e.g. a 3D volume or a cine where a 2D image is expected); and, when ``mask_key`` is in the
     data, a mask that is not ``(1, *spatial)`` on the image's grid. Masks get only that shape
     check (an all-zero mask is a valid normal mask).
 
     Args:
         keys: keys of channel-first images ``(C, *spatial)``.
-        spatial_dims: expected number of spatial dims.
+        spatial_dims: expected number of spatial dims, or the numbers accepted (e.g. ``(2, 3)``).
         mask_key: key of the lesion mask that goes with the images.
         allow_missing_keys: skip keys absent from the data.
     """
@@ -63,12 +63,12 @@ class ValidateImaged(MapTransform):
     def __init__(
         self,
         keys: KeysCollection,
-        spatial_dims: int = 2,
+        spatial_dims: int | Sequence[int] = 2,
         mask_key: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.spatial_dims, self.mask_key = spatial_dims, mask_key
+        self.spatial_dims, self.mask_key = tuple(int(n) for n in ensure_tuple(spatial_dims)), mask_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -92,11 +92,12 @@ class ValidateImaged(MapTransform):
         shape = tuple(img.shape)
         if img.numel() == 0:
             raise ValueError(f"'{key}' from {source} is empty (zero-size, shape {shape}).")
-        if img.ndim - 1 != self.spatial_dims:
-            hint = " (slice volumes and cines with VolumeSliceDataset)" if img.ndim - 1 > self.spatial_dims else ""
+        if img.ndim - 1 not in self.spatial_dims:
+            hint = " (slice volumes and cines with VolumeSliceDataset)" if img.ndim - 1 > max(self.spatial_dims) else ""
+            expected = " or ".join(str(n) for n in self.spatial_dims)
             raise ValueError(
                 f"'{key}' from {source} has {img.ndim - 1} spatial dims (shape {shape} as (C, *spatial)), "
-                f"expected {self.spatial_dims}{hint}."
+                f"expected {expected}{hint}."
             )
         finite = torch.isfinite(img)
         if not bool(finite.all()):

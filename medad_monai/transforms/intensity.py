@@ -102,6 +102,15 @@ class ModalityRescaled(MapTransform):
         return d
 
 
+def _check_hounsfield(key: Hashable, img: torch.Tensor) -> None:
+    """CT windows map one channel of Hounsfield units: refuse colour images, naming the file."""
+    if img.shape[0] != 1:
+        raise ValueError(
+            f"'{key}' from {image_source(img)} has {img.shape[0]} channels (a colour image): CT windows need one "
+            "channel of Hounsfield units, as CT DICOM and NIfTI files hold; a colour export is not CT data."
+        )
+
+
 class CTWindowd(MapTransform):
     """Clip Hounsfield units to a window ``[level - width/2, level + width/2]`` and scale to [0, 1]
     (``monai.transforms.ScaleIntensityRange``). Shape unchanged.
@@ -121,6 +130,7 @@ class CTWindowd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
+            _check_hounsfield(key, d[key])
             d[key] = self.scale(d[key])
         return d
 
@@ -145,8 +155,7 @@ class CTMultiWindowd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
-            if img.shape[0] != 1:
-                raise ValueError(f"'{key}' from {image_source(img)} has {img.shape[0]} channels, CT windows need 1.")
+            _check_hounsfield(key, img)
             d[key] = torch.cat([scale(img) for scale in self.scales], dim=0)
         return d
 
@@ -325,7 +334,9 @@ def scale_bit_depth(img: torch.Tensor, bits_stored: int | None = None) -> torch.
     [0, 1]; values outside the range raise ``ValueError`` naming the file."""
     lo, hi = stored_value_range(getattr(img, "meta", {}), bits_stored)
     vmin, vmax = float(img.min()), float(img.max())
-    if vmin < lo or vmax > hi:
+    # the range as the image's dtype holds it: 2**32 - 1 is 2**32 in float32
+    lo_held, hi_held = (float(torch.tensor(v, dtype=img.dtype)) for v in (lo, hi))
+    if vmin < lo_held or vmax > hi_held:
         raise ValueError(f"{image_source(img)}: values [{vmin}, {vmax}] exceed the stored range [{lo}, {hi}].")
     return (img.to(torch.float32) - lo) / (hi - lo)
 

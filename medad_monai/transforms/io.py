@@ -16,12 +16,18 @@ What MONAI's ``PydicomReader`` (monai 1.6) already does, checked against its sou
   COLOR data stay palette indices.
 
 ``DicomReader`` fixes those three points and adds a fixed set of plain-typed tags
-(:data:`DICOM_PIXEL_TAGS`) to the metadata.
+(:data:`DICOM_PIXEL_TAGS`) to the metadata. It also refuses, naming the file, what is not one image:
+DICOM objects without pixel data (structured reports, RT plans, DICOMDIR), segmentations (SEG), and
+folders that hold several series or slices of different sizes; and it reads a list of files of one
+series as that series. ``ReadImaged`` gives PIL images (PNG, JPEG, BMP) as grey or RGB: palettes are
+expanded and an alpha channel is composited over black.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,15 +36,26 @@ import numpy as np
 import pydicom
 import torch
 from monai.config import DtypeLike, KeysCollection
-from monai.data import PydicomReader
+from monai.data import PILReader, PydicomReader
 from monai.data.image_reader import ImageReader, is_dicom_path
 from monai.data.utils import affine_to_spacing, is_no_channel
 from monai.transforms import LoadImage, MapTransform
 from monai.utils import MetaKeys, ensure_tuple
+from PIL import Image
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut
 
-__all__ = ["DICOM_PIXEL_TAGS", "DicomReader", "ReadImaged", "dicom_pixel_meta", "image_source"]
+__all__ = [
+    "DICOM_PIXEL_TAGS",
+    "DicomReader",
+    "ReadImaged",
+    "check_dicom_image",
+    "dicom_pixel_meta",
+    "grey_or_rgb",
+    "image_source",
+]
+
+_PIXEL_DATA = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 # Defaults stand in for absent tags so that every DICOM image carries the same meta keys:
 # MONAI collates meta dicts key by key, so optional keys would break mixed batches.
@@ -77,6 +94,35 @@ def dicom_pixel_meta(ds: pydicom.Dataset) -> dict[str, Any]:
     return meta
 
 
+def check_dicom_image(ds: pydicom.Dataset, name: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``ds`` is an image: DICOM objects without pixel data
+    (structured reports, RT plans and structures, waveforms, DICOMDIR) and segmentations (SEG, label
+    maps rather than images) are refused."""
+    modality = str(ds.get("Modality", "") or "")
+    kind = f"Modality {modality or 'absent'}, {getattr(ds.get('SOPClassUID'), 'name', 'unknown SOP class')}"
+    if "SegmentSequence" in ds or modality == "SEG":
+        raise ValueError(f"{name} is a DICOM segmentation ({kind}): a label map, not an image to score.")
+    if not any(tag in ds for tag in _PIXEL_DATA):
+        raise ValueError(f"{name} holds no pixel data ({kind}): it is not an image.")
+
+
+def _check_series(datasets: Sequence[pydicom.Dataset], names: Sequence[str], where: str) -> None:
+    """Raise ``ValueError`` unless ``datasets`` are single-frame slices of one series with one size."""
+    series = sorted({str(ds.get("SeriesInstanceUID", "")) for ds in datasets})
+    if len(series) > 1:
+        raise ValueError(
+            f"{where} holds {len(series)} DICOM series "
+            f"(SeriesInstanceUID {series[:3]}{'...' if len(series) > 3 else ''}), "
+            "not one volume: give each series (or each 2D file) as its own input; inference on the folder's "
+            "parent (medad_monai.bundle.inference_items) separates them."
+        )
+    sizes = sorted({(int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)) for ds in datasets})
+    frames = max(int(ds.get("NumberOfFrames") or 1) for ds in datasets)
+    if len(sizes) > 1 or frames > 1:
+        found = f"slices of {len(sizes)} sizes {sizes[:3]}" if len(sizes) > 1 else "multi-frame files"
+        raise ValueError(f"{where} holds {found}: not the slices of one volume; give each file as its own input.")
+
+
 class DicomReader(PydicomReader):
     """``monai.data.PydicomReader`` for the presets: colour, frames and pixel tags made explicit.
 
@@ -98,7 +144,8 @@ class DicomReader(PydicomReader):
             ``False`` the stored values are returned and ``ModalityRescaled`` applies it later.
         affine_lps_to_ras: see ``PydicomReader``.
         swap_ij: see ``PydicomReader``.
-        fname_regex: see ``PydicomReader`` (file filter for series folders).
+        fname_regex: a regular expression the paths of a series folder's files must match (instead of
+            being DICOM files by suffix or preamble).
         kwargs: passed to ``pydicom.dcmread``.
     """
 
@@ -118,6 +165,43 @@ class DicomReader(PydicomReader):
     def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
         # the parent accepts every file, which would make it shadow the NIfTI / ITK / PIL readers
         return is_dicom_path(filename)
+
+    def read(self, data: Sequence[str | Path] | str | Path, **kwargs: Any) -> Any:
+        """Read a file, a series folder, or a list of files.
+
+        A folder's DICOM files (``.dcm`` or the DICM preamble; sub-folders, other files and
+        ``DICOMDIR`` are not part of the series) and a list of files of one series are read as that
+        series, slices stacked on the last axis. Other lists are stacked as channels (the parent's
+        behaviour). Non-images, folders without DICOM files or with several series or slice sizes
+        raise ``ValueError``.
+        """
+        names = [os.fspath(n) for n in ensure_tuple(data)]
+        where = f"the files {names[0]} ... ({len(names)} files)"
+        if len(names) == 1 and Path(names[0]).is_dir():
+            where = f"DICOM folder {names[0]}"
+            names = sorted(
+                str(p)
+                for p in Path(names[0]).iterdir()
+                if p.is_file()
+                and p.name.upper() != "DICOMDIR"
+                and (re.match(self.fname_regex, str(p)) if self.fname_regex else is_dicom_path(p))
+            )
+            if not names:
+                raise ValueError(f"{where} holds no DICOM file (no .dcm file, none starts with the DICM preamble).")
+        if any(Path(n).is_dir() for n in names):
+            return super().read(data, **kwargs)  # several folders: the parent stacks them as channels
+        datasets = [pydicom.dcmread(n, **{**self.kwargs, **kwargs}) for n in names]
+        for ds, name in zip(datasets, names):
+            check_dicom_image(ds, name)
+        if len(datasets) == 1:
+            self.filenames, self.has_series = names, False
+            return datasets[0]
+        if len({str(ds.get("SeriesInstanceUID", "")) for ds in datasets}) == 1 or where.startswith("DICOM folder"):
+            _check_series(datasets, names, where)
+            self.filenames, self.has_series = [names], True
+        else:
+            self.filenames, self.has_series = names, False
+        return datasets
 
     def _get_meta_dict(self, img: pydicom.Dataset) -> dict:
         meta = super()._get_meta_dict(img)
@@ -150,12 +234,32 @@ class DicomReader(PydicomReader):
         return array, meta
 
 
+def grey_or_rgb(image: Image.Image) -> Image.Image:
+    """A PIL image as grey or RGB (the modes the presets read), nothing clipped: palettes expanded,
+    1-bit to 8-bit, CMYK / YCbCr to RGB, and an alpha channel composited over black (transparent pixels
+    carry no content; an opaque alpha channel is simply dropped)."""
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode == "PA":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "RGBa", "LA", "La"):
+        alpha = image.getchannel("A")
+        base = image.convert("RGB" if image.mode.startswith("RGB") else "L")
+        if alpha.getextrema()[0] < 255:
+            base = Image.composite(base, Image.new(base.mode, base.size, 0), alpha)
+        return base
+    if image.mode in ("1", "CMYK", "YCbCr", "HSV", "LAB"):
+        return image.convert("L" if image.mode == "1" else "RGB")
+    return image
+
+
 class ReadImaged(MapTransform):
     """Load image files into channel-first ``MetaTensor`` s, naming the file in every read error.
 
-    DICOM paths (a series folder, a ``.dcm`` file or a file with the DICM preamble) are read with
-    :class:`DicomReader`; other files with MONAI's suffix-based choice (nibabel for NIfTI, ITK for
-    ``.mha`` / ``.nrrd``, PIL for PNG / JPEG). A missing file raises ``FileNotFoundError``; any
+    DICOM paths (a series folder, a ``.dcm`` file or a file with the DICM preamble, or a list of files
+    of one series) are read with :class:`DicomReader`; PNG / JPEG / BMP with MONAI's ``PILReader`` as
+    grey or RGB (:func:`grey_or_rgb`); other files with MONAI's suffix-based choice (nibabel for
+    NIfTI, ITK for ``.mha`` / ``.nrrd``). A missing file raises ``FileNotFoundError``; any
     reader error (truncated or unreadable DICOM, compressed pixel data without a decoder plugin)
     is re-raised as ``ValueError`` naming the key and the file, chained to the reader's exception.
 
@@ -181,6 +285,7 @@ class ReadImaged(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.reader = reader
         self.dicom_reader = DicomReader(rescale=rescale)
+        self.pil_reader = PILReader(converter=grey_or_rgb)
         self.loader = LoadImage(image_only=True, dtype=dtype, ensure_channel_first=True)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -197,6 +302,8 @@ class ReadImaged(MapTransform):
         reader = self.reader
         if reader is None and is_dicom_path(path):
             reader = self.dicom_reader
+        elif reader is None and self.pil_reader.verify_suffix(path):
+            reader = self.pil_reader
         try:
             return self.loader(path, reader=reader)
         except Exception as err:

@@ -9,21 +9,26 @@ hold the pixel tags) and leave intensities in [0, 1]:
 
 - ``ct``: modality rescale (Hounsfield units) unless the reader did it, one window (1 channel)
   or several stacked as channels (e.g. brain / subdural / bone).
-- ``mri``: optional N4 bias-field correction (ITK), foreground crop, percentile scaling computed
-  within the foreground.
+- ``mri``: colour to grey, optional N4 bias-field correction (ITK), foreground crop, percentile
+  scaling computed within the foreground.
 - ``xray``: colour to grey, VOI LUT / window from the DICOM tags or bit-depth scaling,
   MONOCHROME1 inversion.
 - ``ultrasound``: colour to grey, bit-depth scaling, crop to the scan sector.
+
+Every preset first checks a DICOM image's *Modality* tag (:class:`CheckModalityd`): a CT preset
+refuses an MR or RT dose file, whose score would be meaningless, unless told to allow it.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
-from monai.transforms import Compose, CropForegroundd
+from monai.config import KeysCollection
+from monai.transforms import Compose, CropForegroundd, MapTransform
 
 from medad_monai.transforms.common import (
     IMAGENET_MEAN,
@@ -31,8 +36,7 @@ from medad_monai.transforms.common import (
     ValidateImaged,
     detector_input_transforms,
 )
-from medad_monai.transforms.io import ReadImaged
-
+from medad_monai.transforms.io import ReadImaged, image_source
 from medad_monai.transforms.intensity import (
     BitDepthScaled,
     ColorToGrayd,
@@ -47,13 +51,67 @@ from medad_monai.transforms.intensity import (
 )
 
 __all__ = [
+    "DICOM_MODALITIES",
     "MODALITIES",
+    "UNSPECIFIED_MODALITIES",
+    "CheckModalityd",
     "ct_transforms",
     "modality_preset",
     "mri_transforms",
     "ultrasound_transforms",
     "xray_transforms",
 ]
+
+
+#: DICOM *Modality* codes (PS3.3 C.7.3.1.1.1) each preset reads. Files without the tag (NIfTI, PNG)
+#: and DICOM files whose tag names no modality (:data:`UNSPECIFIED_MODALITIES`) pass every preset.
+DICOM_MODALITIES: dict[str, tuple[str, ...]] = {
+    "ct": ("CT",),
+    "mri": ("MR",),
+    "xray": ("CR", "DX", "RG", "RF", "XA", "MG", "PX", "IO", "DF", "DS"),
+    "ultrasound": ("US", "IVUS"),
+}
+#: *Modality* values that name no modality: absent, ``OT`` (other, e.g. secondary captures).
+UNSPECIFIED_MODALITIES = ("", "OT")
+
+
+class CheckModalityd(MapTransform):
+    """Refuse DICOM images whose *Modality* tag (``meta["Modality"]``, recorded by ``DicomReader``)
+    is not one the ``modality`` preset reads (:data:`DICOM_MODALITIES`), naming the file and the
+    preset that would read it. Images without the tag, or with an unspecific one (``OT``), pass.
+
+    Args:
+        keys: keys of images read by :class:`~medad_monai.transforms.ReadImaged`.
+        modality: the preset (``"ct"``, ``"mri"``, ``"xray"``, ``"ultrasound"``).
+        allow_mismatch: log a warning instead of raising.
+        allow_missing_keys: skip keys absent from the data.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, modality: str, allow_mismatch: bool = False, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if modality not in DICOM_MODALITIES:
+            raise ValueError(f"modality {modality!r} is not one of {tuple(DICOM_MODALITIES)}.")
+        self.modality, self.allow_mismatch = modality, allow_mismatch
+        self.logger = logging.getLogger(__name__)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            tag = str(getattr(d[key], "meta", {}).get("Modality", "")).strip().upper()
+            if tag in UNSPECIFIED_MODALITIES or tag in DICOM_MODALITIES[self.modality]:
+                continue
+            fits = [name for name, codes in DICOM_MODALITIES.items() if tag in codes]
+            advice = f"run it with --modality {fits[0]}" if fits else "no preset reads it"
+            message = (
+                f"'{key}' from {image_source(d[key])} is a DICOM {tag} image, not one the {self.modality!r} preset "
+                f"reads ({', '.join(DICOM_MODALITIES[self.modality])}): {advice}"
+            )
+            if not self.allow_mismatch:
+                raise ValueError(f"{message}; or set allow_modality_mismatch to true to score it anyway.")
+            self.logger.warning(f"{message}; scored anyway (allow_modality_mismatch).")
+        return d
 
 
 def _above(img: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -85,10 +143,10 @@ def mri_transforms(
     crop_foreground: bool = True,
     crop_margin: int = 0,
 ) -> list[Callable]:
-    """MRI to [0, 1]: optional N4 (:class:`N4BiasFieldCorrectiond`), crop of image and mask to
-    the foreground ``> threshold`` (``monai.transforms.CropForegroundd``), foreground percentile
-    scaling (:class:`RobustNormalized`)."""
-    steps: list[Callable] = []
+    """MRI to [0, 1]: grey (:class:`ColorToGrayd`: colour exports of MR images), optional N4
+    (:class:`N4BiasFieldCorrectiond`), crop of image and mask to the foreground ``> threshold``
+    (``monai.transforms.CropForegroundd``), foreground percentile scaling (:class:`RobustNormalized`)."""
+    steps: list[Callable] = [ColorToGrayd(image_key)]
     if n4:
         steps.append(N4BiasFieldCorrectiond(image_key, n4_shrink_factor, n4_iterations, threshold))
     if crop_foreground:
@@ -157,7 +215,8 @@ def modality_preset(
     std: Sequence[float] = IMAGENET_STD,
     resize_mode: str = "letterbox",
     load: bool = True,
-    spatial_dims: int = 2,
+    spatial_dims: int | Sequence[int] = 2,
+    allow_modality_mismatch: bool = False,
     **overrides: Any,
 ) -> Compose:
     """The full preset of a modality: ``{image: path, mask: path}`` (or loaded 2D images when
@@ -174,7 +233,10 @@ def modality_preset(
         std: per-channel normalization std.
         resize_mode: ``"letterbox"`` (aspect kept, zero padding) or ``"stretch"``.
         load: start with :class:`~medad_monai.transforms.io.ReadImaged`.
-        spatial_dims: 2 for images, 3 for volumes (then use ``spatial_size=None``).
+        spatial_dims: 2 for images, 3 for volumes (then use ``spatial_size=None``), or both ``(2, 3)``
+            (inference through :class:`~medad_monai.inferers.ImageInferer`, which slices 3D inputs).
+        allow_modality_mismatch: let DICOM images of another modality through, with a warning
+            (:class:`CheckModalityd`).
         overrides: named arguments of the modality's builder (:func:`ct_transforms`,
             :func:`mri_transforms`, :func:`xray_transforms`, :func:`ultrasound_transforms`),
             e.g. ``window="subdural"``, ``n4=True``.
@@ -184,6 +246,7 @@ def modality_preset(
     steps: list[Callable] = []
     if load:
         steps.append(ReadImaged([image_key, mask_key], allow_missing_keys=True))
+    steps.append(CheckModalityd(image_key, modality, allow_mismatch=allow_modality_mismatch))
     steps.append(ValidateImaged(image_key, spatial_dims=spatial_dims, mask_key=mask_key))
     steps += _BUILDERS[modality](image_key=image_key, mask_key=mask_key, **overrides)
     tail = detector_input_transforms(image_key, mask_key, spatial_size, channels, mean, std, resize_mode)

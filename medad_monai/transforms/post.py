@@ -12,7 +12,9 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-__all__ = ["ImageScored", "ThresholdAnomalyMapd", "read_threshold"]
+from medad_monai.transforms.io import image_source
+
+__all__ = ["ImageScored", "ThresholdAnomalyMapd", "UnpackOutputd", "read_threshold"]
 
 
 def read_threshold(path: str | os.PathLike, key: str = "threshold") -> float:
@@ -29,6 +31,31 @@ def read_threshold(path: str | os.PathLike, key: str = "threshold") -> float:
     if key not in data:
         raise KeyError(f"threshold file {path} has no {key!r} entry (keys: {sorted(data)}).")
     return float(data[key])
+
+
+class UnpackOutputd(MapTransform):
+    """Move the entries of a dict-valued output to the top level; the entry named like its key replaces it.
+
+    ``{"pred": {"pred": map, "pred_network": network_map}}`` (e.g. from
+    :class:`~medad_monai.inferers.ImageInferer` with ``network_map_key="pred_network"``) becomes
+    ``{"pred": map, "pred_network": network_map}``. A value that is not a dict is left as it is, so
+    the same post-processing serves inferers that return one map. Entries that would overwrite
+    another key raise ``KeyError``.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            value = d[key]
+            if not isinstance(value, Mapping):
+                continue
+            if key not in value:
+                raise KeyError(f"{key!r} holds a dict without a {key!r} entry (entries: {sorted(value)}).")
+            clash = [k for k in value if k != key and k in d]
+            if clash:
+                raise KeyError(f"entries {clash} of {key!r} would overwrite keys of the same name.")
+            d.update(value)
+        return d
 
 
 class ImageScored(MapTransform):
@@ -67,13 +94,17 @@ class ImageScored(MapTransform):
             amap = torch.as_tensor(d[key])
             if amap.ndim not in (3, 4) or amap.shape[0] != 1:
                 raise ValueError(
-                    f"{key!r} must be one anomaly map of shape (1, H, W) or (1, D0, D1, D2), got {tuple(amap.shape)}."
+                    f"{key!r} from {image_source(d[key])} must be one anomaly map of shape (1, H, W) or "
+                    f"(1, D0, D1, D2), got {tuple(amap.shape)}."
                 )
-            if amap.ndim == 3:
-                d[self.output_key] = self.scorer(amap.unsqueeze(0)).reshape(())
-            else:
-                slices = amap.movedim(self.slice_axis + 1, 0)  # (D, 1, *two other axes)
-                d[self.output_key] = self.scorer(slices).max()
+            try:
+                if amap.ndim == 3:
+                    d[self.output_key] = self.scorer(amap.unsqueeze(0)).reshape(())
+                else:
+                    slices = amap.movedim(self.slice_axis + 1, 0)  # (D, 1, *two other axes)
+                    d[self.output_key] = self.scorer(slices).max()
+            except ValueError as err:
+                raise ValueError(f"cannot score {key!r} from {image_source(d[key])}: {err}") from err
         return d
 
 

@@ -113,3 +113,24 @@ def test_write_datalist_rejects_bad_splits(tmp_path):
     with pytest.raises(ValueError, match=r"item 0 of splits\['test'\].*label"):
         write_datalist(tmp_path / "d.json", {"test": [{"image": "a.nii.gz", "label": 3}]})
     assert not (tmp_path / "d.json").exists()
+
+
+def test_training_split_normal_only_and_not_empty(dataset):
+    # an abnormal training item was accepted silently, an empty split failed in torch with num_samples=0
+    path = _write_raw(dataset / "list.json", {
+        "training": [{"image": "images/a.nii.gz", "label": 0}, {"image": "images/b.nii.gz", "label": 1}],
+        "validation": [],
+        "test": [{"image": "images/a.nii.gz"}],
+    })
+    assert len(load_anomaly_datalist(path, "training")) == 2
+    with pytest.raises(ValueError, match="item 1 of 'training'.*b.nii.gz\\) has label 1: 'training' must hold normal"):
+        load_anomaly_datalist(path, "training", normal_only=True)
+    assert load_anomaly_datalist(path, "validation") == []
+    with pytest.raises(ValueError, match="'validation' of datalist .*list.json' has no items"):
+        load_anomaly_datalist(path, "validation", allow_empty=False)
+    with pytest.raises(ValueError, match="label"):
+        load_anomaly_datalist(path, "test")
+    assert load_anomaly_datalist(path, "test", require_labels=False)[0]["image"].endswith("a.nii.gz")
+    _write_raw(path, {"test": [{"image": "images/a.nii.gz", "label": 2}]})
+    with pytest.raises(ValueError, match="label"):  # a label that is given is still checked
+        load_anomaly_datalist(path, "test", require_labels=False)

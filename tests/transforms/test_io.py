@@ -1,9 +1,10 @@
 """Reading: DicomReader / ReadImaged on pydicom's real test files and on NIfTI, MHA, NRRD and
-PNG files written here; read errors that name the file."""
+PNG files written here; read errors that name the file; what is not one image is refused."""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import itk
 import nibabel as nib
@@ -165,3 +166,68 @@ def test_corrupt_nifti_names_the_file(tmp_path):
     path.write_bytes(b"not a nifti file at all")
     with pytest.raises(ValueError, match="broken.nii.gz"):
         read(path)
+
+
+def test_folder_of_unrelated_dicom_files_is_not_stacked(tmp_path):
+    # 2D images of other series, of equal size (a wrong stack before) and of other sizes (a numpy error before)
+    equal, other = tmp_path / "equal", tmp_path / "other"
+    sources = {equal: [dicom_dir("77654033", "CR1", "6154"), dicom_dir("77654033", "CR2", "6247")],
+               other: [dicom_dir("77654033", "CR1", "6154"), dicom_file("CT_small.dcm")]}
+    for folder, files in sources.items():
+        folder.mkdir()
+        for k, source in enumerate(files):
+            shutil.copy(source, folder / f"{k}.dcm")
+    assert len({pydicom.dcmread(p, stop_before_pixels=True).Rows for p in other.iterdir()}) == 2
+    with pytest.raises(ValueError, match="equal holds 2 DICOM series"):
+        read(equal)
+    with pytest.raises(ValueError, match="other holds 2 DICOM series"):
+        read(other)
+
+
+def test_series_given_as_its_files_is_one_volume(tmp_path):
+    folder = dicom_dir("98892001", "CT5N")
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+    np.testing.assert_array_equal(read(files).numpy(), read(folder).numpy())
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in files:
+        shutil.copy(f, mixed)
+    for extra in ("README.txt", "DICOMDIR"):
+        (mixed / extra).write_text("not part of the series")
+    assert read(mixed).shape == (1, 16, 16, 5)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty holds no DICOM file"):
+        read(tmp_path / "empty")
+
+
+@pytest.mark.parametrize(
+    "name,problem",
+    [("liver_1frame.dcm", "segmentation \\(Modality SEG"), ("rtplan.dcm", "holds no pixel data \\(Modality RTPLAN"),
+     ("test-SR.dcm", "holds no pixel data")],
+)
+def test_dicom_without_an_image_is_refused_by_name(name, problem):
+    with pytest.raises(ValueError, match=f"{name}: .*{name} (is a DICOM )?{problem}"):
+        read(dicom_file(name))
+
+
+def test_png_alpha_and_palette_are_grey_or_rgb(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    opaque = np.dstack([rgb, np.full((9, 11), 255, np.uint8)])
+    Image.fromarray(opaque, "RGBA").save(tmp_path / "opaque.png")
+    img = read(tmp_path / "opaque.png")
+    assert img.shape == (3, 11, 9) and img.meta["mode"] == "RGB"
+    np.testing.assert_array_equal(img.numpy(), columns_first(rgb))
+    half = opaque.copy()
+    half[..., 3] = 0
+    half[:4, :, 3] = 255  # rows 4.. transparent: no content
+    Image.fromarray(half, "RGBA").save(tmp_path / "half.png")
+    composited = read(tmp_path / "half.png").numpy()
+    np.testing.assert_array_equal(composited[:, :, :4], columns_first(rgb[:4]))
+    assert not composited[:, :, 4:].any()
+    grey = rng.integers(0, 256, (9, 11), dtype=np.uint8)
+    Image.fromarray(np.dstack([grey, np.full_like(grey, 255)]), "LA").save(tmp_path / "la.png")
+    np.testing.assert_array_equal(read(tmp_path / "la.png")[0].numpy(), grey.T)
+    Image.fromarray(grey).convert("P").save(tmp_path / "palette.png")
+    palette = read(tmp_path / "palette.png")
+    assert palette.shape == (3, 11, 9) and palette.meta["mode"] == "RGB"

@@ -26,6 +26,7 @@ from medad_monai.transforms import (
     IMAGENET_STD,
     MODALITIES,
     BitDepthScaled,
+    CheckModalityd,
     ColorToGrayd,
     CTMultiWindowd,
     CTWindowd,
@@ -397,3 +398,50 @@ def test_validation_names_file_and_problem(tmp_path):
     inf[0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="inf.png has 0 NaN and 1 Inf"):
         ValidateImaged("image")({"image": deepcopy(inf)})
+
+
+def test_dicom_of_another_modality_is_refused_unless_allowed(caplog):
+    rtdose = dicom_file("rtdose_1frame.dcm")  # scored 6.98, above threshold, under the ct preset before
+    with pytest.raises(RuntimeError) as excinfo:
+        modality_preset("ct", spatial_size=(32, 32))({"image": rtdose})
+    assert raised_in_chain(excinfo, ValueError, "rtdose_1frame.dcm is a DICOM RTDOSE image, not one the 'ct' preset")
+    with pytest.raises(RuntimeError) as excinfo:
+        modality_preset("ct", spatial_size=(32, 32))({"image": dicom_file("MR_small.dcm")})
+    assert raised_in_chain(excinfo, ValueError, "MR_small.dcm is a DICOM MR image.*--modality mri")
+    with caplog.at_level("WARNING"):
+        out = modality_preset("ct", spatial_size=(32, 32), allow_modality_mismatch=True)({"image": rtdose})
+    assert out["image"].shape == (3, 32, 32) and "RTDOSE" in caplog.text
+    unspecified = read(dicom_file("SC_rgb_small_odd.dcm"))  # Modality OT: names no modality, every preset reads it
+    assert unspecified.meta["Modality"] == "OT"
+    assert CheckModalityd("image", "xray")({"image": unspecified})["image"] is unspecified
+
+
+@pytest.mark.parametrize("modality", ["mri", "xray", "ultrasound"])
+def test_colour_png_with_alpha_in_every_preset_that_reads_colour(tmp_path, modality):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(1, 256, (40, 52), dtype=np.uint8)
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])  # failed on "channel 3 ... percentiles" before
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "slice.png")
+    out = modality_preset(modality, spatial_size=(32, 32))({"image": str(tmp_path / "slice.png")})
+    assert out["image"].shape == (3, 32, 32) and torch.isfinite(out["image"]).all()
+
+
+def test_ct_refuses_colour_by_name():
+    with pytest.raises(RuntimeError) as excinfo:
+        modality_preset("ct", allow_modality_mismatch=True)({"image": dicom_file("examples_rgb_color.dcm")})
+    assert raised_in_chain(excinfo, ValueError, r"examples_rgb_color.dcm has 3 channels \(a colour image\): CT windows")
+
+
+def test_32_bit_range_is_compared_as_the_image_holds_it():
+    img = read(dicom_file("SC_rgb_rle_32bit.dcm"))  # 2**32 - 1 is 2**32 in float32: refused before
+    assert float(img.max()) == 2.0**32
+    assert float(BitDepthScaled("image")({"image": img})["image"].max()) == pytest.approx(1.0)
+
+
+def test_volumes_accepted_where_two_or_three_dims_are(tmp_path):
+    nib.save(nib.Nifti1Image(np.random.rand(8, 8, 5).astype(np.float32), np.eye(4)), tmp_path / "vol.nii.gz")
+    out = modality_preset("mri", spatial_size=None, spatial_dims=[2, 3])({"image": str(tmp_path / "vol.nii.gz")})
+    assert out["image"].shape == (3, 8, 8, 5)
+    with pytest.raises(RuntimeError) as excinfo:
+        modality_preset("mri", spatial_size=None, spatial_dims=[2])({"image": str(tmp_path / "vol.nii.gz")})
+    assert raised_in_chain(excinfo, ValueError, "has 3 spatial dims .*expected 2")

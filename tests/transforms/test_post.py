@@ -1,4 +1,4 @@
-"""ImageScored, ThresholdAnomalyMapd and the image scorers they call."""
+"""ImageScored, ThresholdAnomalyMapd, UnpackOutputd and the image scorers they call."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from monai.data import MetaTensor
 
 from medad_monai.detectors.sp_mamba import SPMambaImageScore, concentration_score, contrast_score
 from medad_monai.scoring import AnomalyImageScore, max_of_avg_pooled, top_k_mean
-from medad_monai.transforms import ImageScored, ThresholdAnomalyMapd
+from medad_monai.transforms import ImageScored, ThresholdAnomalyMapd, UnpackOutputd
 
 
 def test_anomaly_image_score_pools_the_map():
@@ -47,3 +47,20 @@ def test_threshold_anomaly_map_keeps_metadata():
     out = ThresholdAnomalyMapd("pred", threshold=0.6)({"pred": amap})["pred_mask"]
     assert out.dtype == torch.uint8 and out.tolist() == [[[0, 1], [0, 1]]]
     assert out.meta["filename_or_obj"] == "a.nii.gz"
+
+
+def test_unpack_output_moves_dict_entries_to_the_top_level():
+    pred, network = torch.rand(1, 8, 8), torch.rand(1, 4, 4)
+    out = UnpackOutputd("pred")({"pred": {"pred": pred, "pred_network": network}, "image": 0})
+    assert out["pred"] is pred and out["pred_network"] is network and out["image"] == 0
+    assert UnpackOutputd("pred")({"pred": pred})["pred"] is pred  # a map alone passes
+    with pytest.raises(KeyError, match="without a 'pred' entry"):
+        UnpackOutputd("pred")({"pred": {"map": pred}})
+    with pytest.raises(KeyError, match="would overwrite"):
+        UnpackOutputd("pred")({"pred": {"pred": pred, "image": network}, "image": 0})
+
+
+def test_image_score_errors_name_the_file():
+    tiny = MetaTensor(torch.rand(1, 3, 3), meta={"filename_or_obj": "tiny.png"})
+    with pytest.raises(ValueError, match="cannot score 'pred' from tiny.png: kernel_size"):
+        ImageScored("pred", AnomalyImageScore(kernel_size=4))({"pred": tiny})
