@@ -18,5 +18,15 @@ Deploy rely on:
 """
 
 from .sp_mamba import SPMamba, SPMambaImageScore, SPMambaLoss, SPMambaOutput
+from .umiad_egmf import UMIADEGMF, UMIADEGMFImageScore, UMIADEGMFLoss, UMIADEGMFOutput
 
-__all__ = ["SPMamba", "SPMambaImageScore", "SPMambaLoss", "SPMambaOutput"]
+__all__ = [
+    "SPMamba",
+    "SPMambaImageScore",
+    "SPMambaLoss",
+    "SPMambaOutput",
+    "UMIADEGMF",
+    "UMIADEGMFImageScore",
+    "UMIADEGMFLoss",
+    "UMIADEGMFOutput",
+]
