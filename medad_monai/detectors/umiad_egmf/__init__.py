@@ -20,6 +20,7 @@ from .blocks import (
     PrewittEdges,
     PyramidPooling,
     conditional_flow,
+    gap_gated,
     positional_encoding_2d,
     prewitt_magnitude,
 )
@@ -28,6 +29,7 @@ from .network import UMIADEGMF, UMIADEGMFOutput
 from .scoring import UMIADEGMFImageScore, additive_anomaly_map, log_likelihood_map, multiplicative_anomaly_map
 
 __all__ = [
+    "UMIADEGMF",
     "ChannelAttention",
     "EdgeAggregation",
     "EdgeGuidance",
@@ -35,12 +37,12 @@ __all__ = [
     "MultiScaleFlowFusion",
     "PrewittEdges",
     "PyramidPooling",
-    "UMIADEGMF",
     "UMIADEGMFImageScore",
     "UMIADEGMFLoss",
     "UMIADEGMFOutput",
     "additive_anomaly_map",
     "conditional_flow",
+    "gap_gated",
     "log_likelihood_map",
     "multiplicative_anomaly_map",
     "positional_encoding_2d",

@@ -29,7 +29,11 @@ from medad_monai.detectors.umiad_egmf.blocks import (
     conditional_flow,
     positional_encoding_2d,
 )
-from medad_monai.detectors.umiad_egmf.scoring import additive_anomaly_map, log_likelihood_map, multiplicative_anomaly_map
+from medad_monai.detectors.umiad_egmf.scoring import (
+    additive_anomaly_map,
+    log_likelihood_map,
+    multiplicative_anomaly_map,
+)
 from medad_monai.networks.blocks.encoder import ResNetFeatureEncoder
 from medad_monai.ops.filters import gaussian_blur
 
@@ -77,18 +81,22 @@ class UMIADEGMF(nn.Module):
     3. *EAM grids.* ``CAB(F_edge_fusion)`` lives on ``F2``'s grid and ``F4`` on a 4x coarser one; eq. 7
        concatenates them, so the CAB output is average-pooled to ``F4``'s grid. The CAB is RCAN's
        channel-attention layer (reduction 16). Eq. 8 multiplies ``F_cat`` by its raw global average,
-       which is quadratic in ``F_cat`` and diverged in training; the "GAP gate" is a sigmoid of that
-       average (``eam_gate="sigmoid"``; ``"none"`` is eq. 8 as printed).
+       which is quadratic in ``F_cat``: trained with Adam at lr 1e-3, the literal EAM's negative
+       log-likelihood rose to 1e9 per dimension (``scripts/bench_umiad_egmf.py --edge-injection-check``).
+       The "GAP gate" here is a sigmoid of that average, linear in ``F_cat`` (``eam_gate="sigmoid"``;
+       ``"none"`` is eq. 8 as printed).
     4. *How the EAM output enters the flows* (``edge_injection``). Read literally, ``z^4`` is the
-       pyramid-pooled EAM output (``"feature"``). That makes the flows' data a learned, non-invertible
-       function of the image, and the likelihood then rewards the EAM for shrinking the spread of
-       ``z^4`` (its ``F4`` input lets it cancel the ``F4`` residual), with nothing to stop it: the
-       loss can fall without bound while the features lose their information. ``"coupling"`` (default)
-       keeps the flows' data the frozen encoder's features and applies the EAM's computation as a
-       conditional additive coupling of ``z^4`` given the edge features (:class:`EdgeAggregation`):
-       eq. 7-8 with half of ``z^4`` in the concatenation and the GAP-gated result added to the other
-       half, then the roles swapped. It is exactly invertible with log-determinant 0, so the loss is a
-       true negative log-likelihood of the encoder's features and cannot be lowered by collapse.
+       pyramid-pooled EAM output (``"feature"``). The flows' data are then a learned, non-invertible
+       function of the image, and the loss is no longer a likelihood of anything fixed: it falls
+       whenever the EAM contracts ``z^4``, which it can (it sees ``F4`` and can learn to cancel the
+       ``F4`` residual), and no Jacobian term charges for it, so the objective is unbounded below.
+       ``"coupling"`` (default) keeps the flows' data the frozen encoder's features and applies the
+       EAM's computation as a conditional additive coupling of ``z^4`` given the edge features
+       (:class:`EdgeAggregation`): eq. 7-8 with half of ``z^4`` in the concatenation and the gated
+       result added to the other half, then the roles swapped. It is exactly invertible with
+       log-determinant 0, so the loss is the negative log-likelihood of the encoder's features given
+       the edges. The choice rests on that; short runs of ``"feature"`` with the sigmoid gate
+       (200-400 steps, ``--edge-injection-check``) did not show a collapse.
     5. *Ablations.* ``edge_extraction="none"`` is "without EGM" (no edge path at all, as Table 6's first
        and MFF-only rows; there is no EAM without an edge input); ``edge_aggregation="add"`` is "without
        EAM" (Table 6's EGM-only row needs some aggregation; the plainest of Table 8's is used);
@@ -108,11 +116,12 @@ class UMIADEGMF(nn.Module):
        ``AllInOneBlock`` with a ``1x1 conv -> ReLU -> 1x1 conv`` subnet of twice the input width, a
        128-channel positional encoding and clamp 1.9. With these subnets the trainable parameters come to
        13.0 M against the paper's 14 M (``scripts/bench_umiad_egmf.py``). The complexity section's 3 x 3
-       subnets are ``subnet_kernel_size=3`` (about 27 M trainable parameters with the same widths).
+       subnets are ``subnet_kernel_size=3`` (86 M trainable parameters with the same widths).
        The paper's 14 M cannot include the frozen encoder: ResNet18 up to ``layer4`` has 11.2 M and the
        literal EAM's 3 x 3 convolution 2.95 M.
     8. *Which outputs the maps use* (``map_source``): the likelihood is that of the MFF's outputs, so the
-       maps use them by default (``"fused"``); ``"raw"`` uses the flows' outputs before the MFF.
+       maps use them by default (``"fused"``); ``"raw"`` uses the flows' outputs before the MFF, which the
+       loss does not pull towards a standard normal when the MFF is on.
     9. *Per-position likelihood.* ``log p^k = -||u^k||^2 / (2 C_k)`` per position, as MSFlow (the coupling
        blocks' log-determinant is a per-image sum). It is ``<= 0``, so the maps need no per-image maximum
        (MSFlow's normalisation) and stay comparable across images (one threshold for all).
