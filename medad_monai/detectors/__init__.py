@@ -18,6 +18,7 @@ Deploy rely on:
 """
 
 from .sp_mamba import SPMamba, SPMambaImageScore, SPMambaLoss, SPMambaOutput
+from .umiad_egmf import UMIADEGMF, UMIADEGMFImageScore, UMIADEGMFLoss, UMIADEGMFOutput
 from .wave_mambaad import WaveMambaAD, WaveMambaADImageScore, WaveMambaADLoss, WaveMambaADOutput
 
 __all__ = [
@@ -25,6 +26,10 @@ __all__ = [
     "SPMambaImageScore",
     "SPMambaLoss",
     "SPMambaOutput",
+    "UMIADEGMF",
+    "UMIADEGMFImageScore",
+    "UMIADEGMFLoss",
+    "UMIADEGMFOutput",
     "WaveMambaAD",
     "WaveMambaADImageScore",
     "WaveMambaADLoss",
