@@ -75,13 +75,13 @@ def tiny_bundle(tmp_path_factory) -> TinyBundle:
 
 @pytest.fixture(scope="session")
 def brain_cohort(tmp_path_factory) -> Path:
-    """A tiny brain-MRI demo cohort (NIfTI slices and volumes); returns its datalist."""
-    sizes = {"num_train": 1, "num_val_normal": 0, "num_val_abnormal": 0, "num_test_normal": 1, "num_test_abnormal": 1}
+    """A tiny brain-MRI demo cohort (NIfTI slices and volumes of about 45 slices, 4 mm voxels); returns its datalist."""
+    sizes = {"num_train": 1, "num_val_normal": 0, "num_val_abnormal": 0, "num_test_normal": 1, "num_test_abnormal": 1, "voxel_size": 4.0}
     return generate_demo_cohort(tmp_path_factory.mktemp("brain"), "brain_mri", seed=0, **sizes)
 
 
 @pytest.fixture(scope="session")
 def ct_cohort(tmp_path_factory) -> Path:
-    """A tiny head-CT demo cohort (DICOM series, NIfTI slices); returns its datalist."""
-    sizes = {"num_train": 1, "num_val_normal": 0, "num_val_abnormal": 0, "num_test_normal": 1, "num_test_abnormal": 1}
+    """A tiny head-CT demo cohort (DICOM series of about 45 images, 4 mm voxels; NIfTI slices); returns its datalist."""
+    sizes = {"num_train": 1, "num_val_normal": 0, "num_val_abnormal": 0, "num_test_normal": 1, "num_test_abnormal": 1, "voxel_size": 4.0}
     return generate_demo_cohort(tmp_path_factory.mktemp("ct"), "head_ct", seed=0, **sizes)
