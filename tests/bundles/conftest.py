@@ -36,6 +36,11 @@ BUNDLES = {
         tiny_net=("--network_def#encoder_depth", "18", "--network_def#decoder_depths", "[1,1,1,1]"),
         model_key="prototypes.prototypes",
     ),
+    "wave_mambaad": BundleSpec(
+        tiny_net=("--network_def#encoder_depth", "18", "--network_def#decoder_depths", "[1,1,1,1]",
+                  "--network_def#decoder_channels", "[128,256,128,64]", "--network_def#lfss_groups", "[4,8,4,2]"),
+        model_key="stages.0.0.wdss.lfss.mamba.ssm_h.ssm.a_log",
+    ),
 }
 
 
