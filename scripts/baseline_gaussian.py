@@ -45,6 +45,54 @@ def embed(encoder: ResNetFeatureEncoder, images: torch.Tensor, channels: torch.T
     return stacked[:, channels]
 
 
+def fit_gaussian(
+    encoder: ResNetFeatureEncoder, train: DataLoader, channels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-location Gaussian of the embedded training images.
+
+    Returns:
+        ``(mean, precision)``: ``(h*w, 1, dims)`` and ``(h*w, dims, dims)``, one per feature-grid
+        position (the covariance is regularised by ``0.01 I`` before inversion, as PaDiM does).
+    """
+    feats = torch.cat([embed(encoder, b["image"], channels) for b in train])  # (N, d, h, w)
+    n, d, h, w = feats.shape
+    flat = feats.permute(2, 3, 0, 1).reshape(h * w, n, d)
+    mean = flat.mean(dim=1, keepdim=True)
+    centred = flat - mean
+    cov = centred.transpose(1, 2) @ centred / (n - 1) + 0.01 * torch.eye(d)
+    return mean, torch.linalg.inv(cov)
+
+
+def gaussian_maps(
+    encoder: ResNetFeatureEncoder,
+    gaussian: tuple[torch.Tensor, torch.Tensor],
+    batches: DataLoader,
+    channels: torch.Tensor,
+    image_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mahalanobis anomaly maps of a split under ``gaussian`` (from :func:`fit_gaussian`).
+
+    Returns:
+        ``(maps, masks, labels, scores)``: maps ``(N, 1, S, S)`` (upsampled to ``image_size`` and
+        smoothed with sigma 4), masks ``(N, 1, S, S)``, labels ``(N,)``, image scores ``(N,)``
+        (the maximum of each map).
+    """
+    mean, precision = gaussian
+    d = mean.shape[-1]
+    maps, masks, labels = [], [], []
+    for batch in batches:
+        features = embed(encoder, batch["image"], channels)
+        h, w = features.shape[2:]
+        x = features.permute(2, 3, 0, 1).reshape(h * w, -1, d) - mean
+        dist = torch.einsum("pbd,pde,pbe->pb", x, precision, x).clamp_min(0).sqrt()
+        amap = F.interpolate(dist.T.reshape(-1, 1, h, w), (image_size,) * 2, mode="bilinear", align_corners=False)
+        maps.append(gaussian_blur(amap, 4.0))
+        masks.append(batch["mask"])
+        labels.append(torch.as_tensor(batch["label"]))
+    maps_t = torch.cat(maps)
+    return maps_t, torch.cat(masks), torch.cat(labels), maps_t.flatten(1).amax(dim=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datalist", type=Path, default=None)
@@ -59,26 +107,10 @@ def main() -> None:
     train = loader(datalist, "training", args.modality, args.image_size)
     encoder.calibrate_batch_norm(batch["image"] for batch in train)
     channels = torch.randperm(sum(encoder.out_channels))[: args.dims]
-
-    feats = torch.cat([embed(encoder, b["image"], channels) for b in train])  # (N, d, h, w)
-    n, d, h, w = feats.shape
-    flat = feats.permute(2, 3, 0, 1).reshape(h * w, n, d)
-    mean = flat.mean(dim=1, keepdim=True)
-    centred = flat - mean
-    cov = centred.transpose(1, 2) @ centred / (n - 1) + 0.01 * torch.eye(d)
-    precision = torch.linalg.inv(cov)  # (h*w, d, d)
+    gaussian = fit_gaussian(encoder, train, channels)
 
     def score(split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        maps, masks, labels = [], [], []
-        for batch in loader(datalist, split, args.modality, args.image_size):
-            x = embed(encoder, batch["image"], channels).permute(2, 3, 0, 1).reshape(h * w, -1, d) - mean
-            dist = torch.einsum("pbd,pde,pbe->pb", x, precision, x).clamp_min(0).sqrt()
-            amap = F.interpolate(dist.T.reshape(-1, 1, h, w), (args.image_size,) * 2, mode="bilinear", align_corners=False)
-            maps.append(gaussian_blur(amap, 4.0))
-            masks.append(batch["mask"])
-            labels.append(torch.as_tensor(batch["label"]))
-        maps_t = torch.cat(maps)
-        return maps_t, torch.cat(masks), torch.cat(labels), maps_t.flatten(1).amax(dim=1)
+        return gaussian_maps(encoder, gaussian, loader(datalist, split, args.modality, args.image_size), channels, args.image_size)
 
     _, _, val_labels, val_scores = score("validation")
     _, threshold = f1_max(val_scores, val_labels)
