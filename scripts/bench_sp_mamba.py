@@ -20,27 +20,16 @@ Usage: ``python scripts/bench_sp_mamba.py [--demo-size 64] [--threads 2] [--skip
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
+from benchutils import timed
 from torch.utils.flop_counter import FlopCounterMode
 
 from medad_monai.detectors.sp_mamba import SPMamba, SPMambaLoss, window_prototype_distance
 from medad_monai.networks.blocks import SS2D
 
 PAPER_PARAMS_M, PAPER_GMACS = 25.8, 8.3
-
-
-def timed(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def scan_macs(net: SPMamba, image_size: tuple[int, int]) -> int:

@@ -22,11 +22,10 @@ Usage: ``python scripts/bench_umiad_egmf.py [--demo-size 64] [--threads 2] [--re
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from benchutils import timed
 
 from medad_monai.detectors import UMIADEGMF, SPMamba
 
@@ -37,17 +36,6 @@ def count(module: torch.nn.Module | None, trainable_only: bool = False) -> float
     if module is None:
         return 0.0
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only) / 1e6
-
-
-def timed(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def parameter_table() -> None:

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import time
 from collections import defaultdict
 
 import torch
+from benchutils import timed
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -39,17 +38,6 @@ PAPER_PARAMS_M, PAPER_GMACS = 22.3, 7.5
 OFFICIAL_PARAMS, OFFICIAL_UNUSED, OFFICIAL_GMACS = 22_293_250, 1_820_928, 7.49
 # (inference batch sizes, training batch size) per image size.
 SPEED_BATCHES = {64: ((1, 8), 16), 256: ((1,), 2)}
-
-
-def timed(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def count_params(module: nn.Module) -> int:

@@ -23,6 +23,7 @@ from torch import nn
 from medad_monai.detectors.sp_mamba.blocks import MedicalPrototypes, SPSSBlock
 from medad_monai.networks.blocks.encoder import ResNetFeatureEncoder
 from medad_monai.networks.blocks.half_fpn import HalfFPNBottleneck
+from medad_monai.networks.utils import plain_network_input
 from medad_monai.ops.filters import gaussian_blur
 from medad_monai.scoring import cosine_anomaly_map
 
@@ -123,13 +124,7 @@ class SPMamba(nn.Module):
 
     def reconstruct(self, image: torch.Tensor) -> SPMambaOutput:
         """Encoder features, their reconstructions and the prototype distance map (see class docstring)."""
-        if image.ndim != 4 or tuple(image.shape[2:]) != self.image_size:
-            raise ValueError(
-                f"SPMamba expects images of shape (B, C, {self.image_size[0]}, {self.image_size[1]}), "
-                f"got {tuple(image.shape)}: resize inputs to the network's image_size."
-            )
-        # plain tensors inside the network: tensor subclasses (e.g. MONAI's MetaTensor) add per-op overhead.
-        features = self.encoder(image.as_subclass(torch.Tensor))
+        features = self.encoder(plain_network_input(image, self.image_size, "SPMamba"))
         x = self.bottleneck(features)
         distance = None
         if self.prototypes is not None:

@@ -35,6 +35,7 @@ from medad_monai.detectors.umiad_egmf.scoring import (
     multiplicative_anomaly_map,
 )
 from medad_monai.networks.blocks.encoder import ResNetFeatureEncoder
+from medad_monai.networks.utils import plain_network_input
 from medad_monai.ops.filters import gaussian_blur
 
 __all__ = ["UMIADEGMF", "UMIADEGMFOutput"]
@@ -235,13 +236,7 @@ class UMIADEGMF(nn.Module):
 
         With ``edge_injection="feature"`` the EAM output has already replaced ``F4`` in ``z^4``.
         """
-        if image.ndim != 4 or tuple(image.shape[2:]) != self.image_size:
-            raise ValueError(
-                f"UMIADEGMF expects images of shape (B, C, {self.image_size[0]}, {self.image_size[1]}), "
-                f"got {tuple(image.shape)}: resize inputs to the network's image_size."
-            )
-        # plain tensors inside the network: tensor subclasses (e.g. MONAI's MetaTensor) add per-op overhead.
-        features = self.encoder(image.as_subclass(torch.Tensor))
+        features = self.encoder(plain_network_input(image, self.image_size, "UMIADEGMF"))
         edge = self.edge(features[0], features[1]) if self.edge is not None else None
         if edge is not None and self.edge_injection == "feature":
             features[-1] = self.aggregation(features[-1], edge)[0]

@@ -23,6 +23,7 @@ from medad_monai.detectors.wave_mambaad.blocks import HFSS_SCANS, WaveletMambaMo
 from medad_monai.networks.blocks.encoder import ResNetFeatureEncoder
 from medad_monai.networks.blocks.half_fpn import HalfFPNBottleneck
 from medad_monai.networks.blocks.norm import ChannelLayerNorm
+from medad_monai.networks.utils import plain_network_input
 from medad_monai.scoring import cosine_anomaly_map
 
 __all__ = ["WaveMambaAD", "WaveMambaADOutput"]
@@ -199,13 +200,7 @@ class WaveMambaAD(nn.Module):
 
     def reconstruct(self, image: torch.Tensor) -> WaveMambaADOutput:
         """Encoder features and their reconstructions (see :class:`WaveMambaADOutput`)."""
-        if image.ndim != 4 or tuple(image.shape[2:]) != self.image_size:
-            raise ValueError(
-                f"WaveMambaAD expects images of shape (B, C, {self.image_size[0]}, {self.image_size[1]}), "
-                f"got {tuple(image.shape)}: resize inputs to the network's image_size."
-            )
-        # plain tensors inside the network: tensor subclasses (e.g. MONAI's MetaTensor) add per-op overhead.
-        features = self.encoder(image.as_subclass(torch.Tensor))
+        features = self.encoder(plain_network_input(image, self.image_size, "WaveMambaAD"))
         x = self.stages[0](self.bottleneck(features))
         reconstructions = []
         for upsample, stage in zip(self.upsamples, self.stages[1:]):
