@@ -301,11 +301,11 @@ def test_normal_variants_follow_the_quantiles():
 @pytest.mark.parametrize(
     "modality, kinds, sizes",
     [
-        ("brain_mri", ({"tumour"}, {"cavity", "focus"}), {"tumour": (10, 60), "cavity": (8, 30), "focus": (4, 10)}),
+        ("brain_mri", ({"tumour"}, {"cavity", "focus"}), {"tumour": (10, 60), "cavity": (8, 30), "focus": (5, 12)}),
         (
             "head_ct",
             ({"haemorrhage", "subdural"}, {"small_haemorrhage", "isodense_subdural"}),
-            {"haemorrhage": (8, 50), "subdural": (50, 100), "small_haemorrhage": (4, 10), "isodense_subdural": (50, 100)},
+            {"haemorrhage": (8, 50), "subdural": (50, 100), "small_haemorrhage": (6, 12), "isodense_subdural": (50, 100)},
         ),
     ],
 )

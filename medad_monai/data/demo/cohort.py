@@ -157,17 +157,20 @@ def subject_quantiles(seed: int, modality: str, split: str, index: int) -> dict[
 
 def _lesion_level(params: DemoCohortParameters, drawn: list[tuple[str, float]], quantile: float) -> float | None:
     """World z of the primary lesion's centre: ``quantile`` of the band widened by a third of the
-    lesion's size on both sides, None without lesions.
+    lesion's size on both sides, moved to the nearest exported level; None without lesions.
 
     A lesion covers the levels within about a third of its size from its centre (its blob's axes
     are 0.7-1 times its size, randomly oriented), so centres spread evenly over the widened band
     cover the band's levels evenly: abnormal slices come from the same levels as normal ones,
-    not more often from the band's middle.
+    not more often from the band's middle. On an exported level, a lesion smaller than the
+    spacing of the exported planes is not missed by them.
     """
     if not drawn:
         return None
     margin = drawn[0][1] / 3
-    return params.band_lo_mm - margin + quantile * (params.band_hi_mm - params.band_lo_mm + 2 * margin)
+    level = params.band_lo_mm - margin + quantile * (params.band_hi_mm - params.band_lo_mm + 2 * margin)
+    spacing = params.slice_stride * params.voxel_size
+    return params.band_lo_mm + round((level - params.band_lo_mm) / spacing) * spacing
 
 
 def _slice_groups(params: DemoCohortParameters) -> tuple[tuple[str, int, int], ...]:

@@ -27,7 +27,8 @@ __all__ = [
 
 # (kind, size range in mm, probability) of the primary lesion, then of the secondary ones, which a
 # subject has with probability ``secondary_probability`` (1 to ``max_secondary`` of them); sizes
-# are diameters, subdural ones their span
+# are diameters, subdural ones their span. The harder subset's small lesions start at 5-6 mm: a
+# smaller blob covers fewer than 4 pixels of its plane at 2 mm and would give no slice.
 _LESION_TABLE = {
     "brain_mri": {
         "benchmark": {
@@ -37,8 +38,8 @@ _LESION_TABLE = {
             "max_secondary": 1,
         },
         "hard": {
-            "primary": (("cavity", (8.0, 30.0), 0.5), ("focus", (4.0, 10.0), 0.5)),
-            "secondary": (("focus", (4.0, 10.0), 1.0),),
+            "primary": (("cavity", (8.0, 30.0), 0.5), ("focus", (5.0, 12.0), 0.5)),
+            "secondary": (("focus", (5.0, 12.0), 1.0),),
             "secondary_probability": 0.6,
             "max_secondary": 3,
         },
@@ -51,8 +52,8 @@ _LESION_TABLE = {
             "max_secondary": 1,
         },
         "hard": {
-            "primary": (("small_haemorrhage", (4.0, 10.0), 0.5), ("isodense_subdural", (50.0, 100.0), 0.5)),
-            "secondary": (("small_haemorrhage", (4.0, 10.0), 1.0),),
+            "primary": (("small_haemorrhage", (6.0, 12.0), 0.5), ("isodense_subdural", (50.0, 100.0), 0.5)),
+            "secondary": (("small_haemorrhage", (6.0, 12.0), 1.0),),
             "secondary_probability": 0.5,
             "max_secondary": 2,
         },
