@@ -3,7 +3,7 @@
 For each modality it prints one table, with a column per split (validation, test):
 
 - Confound probes: the image AUROC of scores that see no lesion: the slice's level (world z,
-  mm), its brain area, the mean and 99th percentile of its brain intensities and its noise
+  mm) and its distance from the split's median level, its brain area, the mean and 99th percentile of its brain intensities and its noise
   level, the last three outside the lesion mask grown by 2 pixels. On a cohort without
   shortcuts each sits within 0.5 +/- 0.07 (``ok``); otherwise the line says ``SHORTCUT``.
 - Lesion conspicuity: one record per lesion cross-section (connected component of an abnormal
@@ -57,7 +57,7 @@ from baseline_gaussian import fit_gaussian, gaussian_maps, loader  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 #: Confound probes must sit within 0.5 +/- this image AUROC.
 PROBE_TOLERANCE = 0.07
-PROBES = ("slice level", "brain area", "mean intensity", "p99 intensity", "noise level")
+PROBES = ("slice level", "level extremity", "brain area", "mean intensity", "p99 intensity", "noise level")
 FLOORS = ("zscore", "threshold", "gaussian")
 _BUNDLE_MODALITY = {"brain_mri": "mri", "head_ct": "ct"}
 _CT_WINDOW = (0.0, 80.0)  # the brain window of the detectors' CT preprocessing, HU
@@ -104,21 +104,23 @@ def read_slices(datalist: str | Path, split: str) -> Slices:
     return Slices(images, masks, np.array([item["label"] for item in items]), kinds, np.array(levels), float(np.prod(spacing)))
 
 
-def brain_region(image: np.ndarray, modality: str) -> np.ndarray:
+def brain_region(image: np.ndarray, modality: str, erode: bool = True) -> np.ndarray:
     """Boolean brain of a slice, from the image alone.
 
     MRI (skull-stripped): the non-zero pixels. CT: the pixels enclosed by the skull (the largest
-    connected set of pixels above 300 HU) that are not bone, eroded by one pixel so that the
-    partial volume of the inner table stays out.
+    connected set of pixels above 300 HU, morphologically closed) that are not bone, eroded by one pixel (``erode``) so
+    that the partial volume of the inner table stays out.
     """
     if modality == "brain_mri":
         return image > 0
-    bone = image > _BONE_HU
+    # closed, so that a thin skull whose blur leaves gaps below 300 HU still encloses the brain
+    bone = ndi.binary_closing(image > _BONE_HU, structure=np.ones((3, 3)), iterations=2)
     components, count = ndi.label(bone)
     if count == 0:
         return np.zeros(image.shape, bool)
     skull = components == 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
-    return ndi.binary_erosion(ndi.binary_fill_holes(skull) & ~skull)
+    inside = ndi.binary_fill_holes(skull) & ~skull
+    return ndi.binary_erosion(inside) if erode else inside
 
 
 def brain_normalised(image: np.ndarray, brain: np.ndarray, modality: str, percentile: float) -> np.ndarray:
@@ -131,13 +133,16 @@ def brain_normalised(image: np.ndarray, brain: np.ndarray, modality: str, percen
 
 
 def noise_level(image: np.ndarray, region: np.ndarray) -> float:
-    """Robust noise standard deviation in ``region``: 1.4826 x the median absolute deviation of
-    the difference between horizontally adjacent pixels, divided by sqrt(2)."""
-    pairs = region[:, 1:] & region[:, :-1]
-    if pairs.sum() < 10:
+    """Robust noise standard deviation in ``region``: the median absolute response of Immerkaer's
+    second-difference mask (which cancels smooth intensity changes; its response to white noise
+    has 6 sigma of standard deviation) over the pixels whose whole 3 x 3 neighbourhood is in
+    ``region``, divided by 6 x 0.6745. Edges are a minority of pixels, so the median ignores them."""
+    kernel = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+    inner = ndi.binary_erosion(region, structure=np.ones((3, 3)))
+    if inner.sum() < 10:
         return 0.0
-    diff = (image[:, 1:] - image[:, :-1])[pairs]
-    return float(1.4826 * np.median(np.abs(diff - np.median(diff))) / np.sqrt(2))
+    response = ndi.correlate(image.astype(np.float64), kernel, mode="nearest")[inner]
+    return float(np.median(np.abs(response)) / (6 * 0.6745))
 
 
 def confound_probes(slices: Slices, modality: str) -> dict[str, np.ndarray]:
@@ -152,6 +157,9 @@ def confound_probes(slices: Slices, modality: str) -> dict[str, np.ndarray]:
         values["p99 intensity"].append(float(np.percentile(tissue, 99)))
         values["noise level"].append(noise_level(image, ndi.binary_erosion(outside, iterations=2)))
     values["slice level"] = list(slices.levels_mm)
+    # a split whose abnormal slices crowd the middle levels and normal ones the extremes (or the
+    # reverse) has a level shortcut that the level itself, monotone, does not show
+    values["level extremity"] = list(np.abs(slices.levels_mm - np.median(slices.levels_mm)))
     return {name: np.asarray(v, np.float64) for name, v in values.items()}
 
 
@@ -162,9 +170,10 @@ def conspicuity(slices: Slices, modality: str) -> dict[str, np.ndarray]:
     for index, (image, mask) in enumerate(zip(slices.images, slices.masks)):
         if not mask.any():
             continue
-        brain = brain_region(image, modality)
+        # the whole intracranial space: a subdural haematoma's ring is the brain just inside it
+        brain = brain_region(image, modality, erode=False)
         lesion = mask > 0
-        sigma = noise_level(image, ndi.binary_erosion(brain & ~ndi.binary_dilation(lesion, iterations=2), iterations=2))
+        sigma = noise_level(image, ndi.binary_erosion(brain & ~ndi.binary_dilation(lesion, iterations=2), iterations=3))
         components, count = ndi.label(lesion, structure=np.ones((3, 3)))
         for label in range(1, count + 1):
             inside = components == label
@@ -290,7 +299,7 @@ def format_table(modality: str, datalist: Path, audits: dict[str, SplitAudit]) -
     for name in PROBES:
         rows.append((f"probe {name} AUROC", [f"{a.probes[name]:.3f} {probe_verdict(a.probes[name])}" for a in audits.values()]))
     for label, pick in (
-        (f"lesions: count", lambda c: f"{len(c['contrast'])}"),
+        ("lesions: count", lambda c: f"{len(c['contrast'])}"),
         (f"contrast {unit} median", lambda c: f"{np.median(c['contrast']):.3f}" if len(c["contrast"]) else "-"),
         (f"contrast {unit} p10", lambda c: f"{np.percentile(c['contrast'], 10):.3f}" if len(c["contrast"]) else "-"),
         ("lesions below noise level", lambda c: f"{100 * np.mean(c['contrast'] < c['noise']):.0f} %" if len(c["contrast"]) else "-"),

@@ -17,15 +17,19 @@ from scipy import ndimage as ndi
 
 from medad_monai.data.datalist import load_anomaly_datalist
 from medad_monai.data.demo import (
+    DEMO_GENERATOR_VERSION,
     DEMO_MODALITIES,
+    HARD_KINDS,
     DemoSubject,
     cohort,
     depth_mm,
     draw_lesions,
     ensure_demo_cohort,
     generate_demo_cohort,
+    lesion_kinds,
     load_demo_template,
     pick_lesion_centre,
+    subject_quantiles,
     synthesize_subject,
     write_ct_series,
 )
@@ -119,15 +123,15 @@ def test_splits_are_disjoint_by_subject(cohorts, modality):
 
 
 @pytest.mark.parametrize("modality", DEMO_MODALITIES)
-def test_labels_and_masks_agree(cohorts, modality):
+def test_labels_masks_and_kinds_agree(cohorts, modality):
     datalist_path = cohorts[1][modality]
     manifest = _read_json(datalist_path.parent / "manifest.json")
-    min_area = manifest["parameters"]["min_lesion_area_mm2"]
-    voxel_size = manifest["parameters"]["voxel_size"]
+    parameters = manifest["parameters"]
+    min_area = {"benchmark": parameters["min_lesion_area_mm2"], "hard": parameters["min_hard_lesion_area_mm2"]}
 
     training = load_anomaly_datalist(datalist_path, "training")
     assert {item["label"] for item in training} == {0}
-    assert all("mask" not in item for item in training)
+    assert all("mask" not in item and item["kind"] == "normal" for item in training)
     for split in ("validation", "test"):
         items = load_anomaly_datalist(datalist_path, split)
         assert {item["label"] for item in items} == {0, 1}
@@ -137,9 +141,15 @@ def test_labels_and_masks_agree(cohorts, modality):
             assert image.get_data_dtype() == np.float32 and mask.get_data_dtype() == np.uint8
             assert image.shape == mask.shape and len(image.shape) == 2
             np.testing.assert_allclose(image.affine, mask.affine)
-            lesion_area = np.asarray(mask.dataobj).sum() * voxel_size**2
+            # every exported plane lies in the band of levels
+            assert parameters["band_lo_mm"] <= image.affine[2, 3] < parameters["band_hi_mm"]
+            lesion_area = np.asarray(mask.dataobj).sum() * parameters["voxel_size"] ** 2
             assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
-            assert (lesion_area >= min_area) if item["label"] else (lesion_area == 0), item["image"]
+            if item["label"]:
+                assert item["kind"] in lesion_kinds(modality) and lesion_area >= min_area[item["subset"]], item
+                assert (item["subset"] == "hard") == (item["kind"] in HARD_KINDS[modality])
+            else:
+                assert lesion_area == 0 and (item["kind"], item["subset"]) == ("normal", "normal"), item
 
 
 @pytest.mark.parametrize("modality", DEMO_MODALITIES)
@@ -150,15 +160,32 @@ def test_volume_entries_match_subject_labels(cohorts, modality):
             mask = np.asarray(nib.load(item["mask"]).dataobj)
             assert mask.ndim == 3 and bool(mask.any()) == bool(item["label"])
             assert Path(item["mask"]).name == f"{item['subject']}_mask.nii.gz"
+            assert (item["kind"] == "normal") == (item["label"] == 0)
 
 
 @pytest.mark.parametrize("modality", DEMO_MODALITIES)
-def test_normal_subjects_export_at_most_max_normal_slices(cohorts, modality):
+def test_subjects_export_the_band_or_at_most_max_subject_slices(cohorts, modality):
     datalist = _read_json(cohorts[1][modality])
-    limit = _read_json(cohorts[1][modality].parent / "manifest.json")["parameters"]["max_normal_slices"]
-    for split in SPLITS:
-        per_subject = Counter(_subject_of(item) for item in datalist[split] if item["label"] == 0)
-        assert per_subject and max(per_subject.values()) <= limit, split
+    parameters = _read_json(cohorts[1][modality].parent / "manifest.json")["parameters"]
+    training = Counter(_subject_of(item) for item in datalist["training"])
+    # every plane of the band: 40 mm at 4 mm voxels, every second plane
+    assert set(training.values()) == {5}
+    for split in ("validation", "test"):
+        per_subject = Counter(_subject_of(item) for item in datalist[split])
+        assert per_subject and max(per_subject.values()) <= parameters["max_subject_slices"], split
+
+
+@pytest.mark.parametrize("modality", DEMO_MODALITIES)
+def test_nuisances_are_stratified_evenly_over_a_splits_subjects(modality):
+    """Subject i of a split, normal or abnormal, takes point i of a low-discrepancy sequence: any 32
+    consecutive subjects cover every eighth of each quantile's range 4 +/- 2 times."""
+    quantiles = [subject_quantiles(0, modality, "test", index) for index in range(40)]
+    assert quantiles[3] == subject_quantiles(0, modality, "test", 3)
+    assert quantiles[3] != subject_quantiles(0, modality, "validation", 3) != subject_quantiles(1, modality, "test", 3)
+    for name in quantiles[0]:
+        for start in (0, 8):
+            counts = np.bincount((np.array([q[name] for q in quantiles[start : start + 32]]) * 8).astype(int), minlength=8)
+            assert counts.min() >= 2 and counts.max() <= 6, (name, counts)
 
 
 def test_mri_is_skull_stripped(mri_twins):
@@ -175,10 +202,13 @@ def test_lesion_centres_are_spread_evenly_over_axial_planes():
     rng = np.random.default_rng(0)
     planes = Counter(int(pick_lesion_centre(rng, allowed, 1, [])[2]) for _ in range(400))
     assert set(planes) == {1, 3} and 150 < planes[3] < 250
+    # a preferred plane is taken when it has candidates, else the nearest one that has
+    assert {int(pick_lesion_centre(rng, allowed, 1, [], plane=3)[2]) for _ in range(20)} == {3}
+    assert {int(pick_lesion_centre(rng, allowed, 1, [], plane=0)[2]) for _ in range(20)} == {1}
 
 
-# every MRI lesion kind, two tumours so that one is small enough for its core to feel the blur
-MRI_LESIONS = [("tumour", 26.0), ("tumour", 14.0), ("cavity", 12.0), ("focus", 7.0), ("cavity", 8.0)]
+# every MRI lesion kind
+MRI_LESIONS = [("tumour", 40.0), ("tumour", 16.0), ("cavity", 20.0), ("focus", 8.0)]
 
 
 @pytest.fixture(scope="module")
@@ -197,101 +227,59 @@ def _in_plane(iterations: int, region: np.ndarray) -> np.ndarray:
     return ndi.binary_dilation(region, structure, iterations=iterations)
 
 
-def _lesion_parts(subject: DemoSubject, index: int) -> list[tuple[np.ndarray, float]]:
-    """(voxels, requested contrast) of each part of lesion ``index``: a tumour's core and oedema ring, or the whole."""
-    region = subject.lesion_labels == index + 1
-    lesion = subject.lesions[index]
-    if lesion["kind"] != "tumour":
-        return [(region, lesion["contrast"])]
-    core = region & (depth_mm(region, 2.0) > lesion["oedema_thickness_mm"])
-    return [(core, lesion["contrast"]), (region & ~core, lesion["oedema_contrast"])]
-
-
-def test_mri_lesions_have_the_stated_sizes_and_contrast(mri_twins):
-    for subject, _ in mri_twins:
-        assert len(subject.lesions) == len(MRI_LESIONS)
-        for index, lesion in enumerate(subject.lesions):
-            region = subject.lesion_labels == index + 1
-            assert region.any() and subject.brain[region].all()
-            extent_mm = [np.ptp(axis) * 2.0 for axis in np.nonzero(region)]
-            assert max(extent_mm) <= lesion["diameter_mm"]
-            assert 0.1 <= abs(lesion["contrast"]) <= 0.6
-            if lesion["kind"] == "focus":
-                assert lesion["contrast"] > 0
-            if lesion["kind"] == "cavity":
-                assert lesion["contrast"] < 0
-            if lesion["kind"] == "tumour":
-                assert -0.4 <= lesion["oedema_contrast"] <= -0.15
-                # 2 voxels or more, unless the tumour is too thin to keep a core inside such a ring
-                deepest = depth_mm(region, 2.0).max()
-                thickness = lesion["oedema_thickness_mm"]
-                assert min(4.0, deepest - 2.0) <= thickness <= max(4.0, lesion["diameter_mm"] / 4)
-                assert all(part.any() for part, _ in _lesion_parts(subject, index))
+def test_twins_differ_only_around_the_lesion_masks(mri_twins):
+    # the twin draws the same anatomy, variants, bias field and noise: only the lesions differ,
+    # and the in-plane blur reaches 2 voxels beyond them
+    for subject, twin in mri_twins:
+        assert not twin.mask.any() and twin.nuisance == subject.nuisance
+        unchanged = ~_in_plane(2, subject.mask > 0)
+        np.testing.assert_array_equal(subject.image[unchanged], twin.image[unchanged])
         assert np.array_equal(subject.mask, (subject.lesion_labels > 0).astype(np.uint8))
 
 
-def test_mri_lesions_are_the_only_change_and_visible_on_their_whole_masks(mri_twins):
-    # the twin draws the same anatomy, bias field and noise, so image / twin - 1 is what the lesions changed
-    cross_sections = 0
+def test_mri_lesions_have_the_stated_sizes_and_intensities(mri_twins):
     for subject, twin in mri_twins:
-        assert not twin.mask.any()
-        # the in-plane blur reaches 2 voxels: nothing changes beyond that around the mask
-        unchanged = ~_in_plane(2, subject.mask > 0)
-        np.testing.assert_array_equal(subject.image[unchanged], twin.image[unchanged])
-        for index in range(len(subject.lesions)):
-            for part, contrast in _lesion_parts(subject, index):
-                change = subject.image[part] / twin.image[part] - 1
-                # a slice is abnormal from 16 mm2 (4 pixels) of lesion: each such cross-section is visible
-                planes = np.nonzero(part)[2]
-                for k in np.flatnonzero(np.bincount(planes) >= 4):
-                    in_plane = change[planes == k]
-                    # half the smallest contrast (0.1) or more, in the direction asked, on 90 % of the mask
-                    assert np.mean(in_plane * np.sign(contrast) >= 0.05) >= 0.9, (index, k, contrast)
-                    cross_sections += 1
-    assert cross_sections >= 40
-
-
-def test_mri_lesion_contrast_is_the_requested_one(mri_twins):
-    interiors, against_ring = 0, []
-    for subject, twin in mri_twins:
-        tissue_level = 0.6 * np.percentile(twin.image[subject.brain], 95)  # grey and white matter, not fluid
+        assert [lesion["kind"] for lesion in subject.lesions] == [kind for kind, _ in MRI_LESIONS]
         for index, lesion in enumerate(subject.lesions):
-            for part, contrast in _lesion_parts(subject, index):
-                # the blur takes up to a third off the contrast of the smallest parts (foci, small cores)
-                ratio = np.median(subject.image[part] / twin.image[part] - 1) / contrast
-                assert 0.6 <= ratio <= 1.1, (lesion["kind"], ratio, contrast)
-                # one voxel in from the edge, where the blur does not mix the part with its neighbours
-                interior = part & ~_in_plane(1, ~part)
-                if interior.sum() >= 4:
-                    change = np.median(subject.image[interior] / twin.image[interior] - 1)
-                    assert abs(change - contrast) <= 0.02 + 0.1 * abs(contrast), (lesion["kind"], change, contrast)
-                    interiors += 1
-            if lesion["kind"] != "tumour":
-                # as a reader of the slices would see it: against the tissue in a ring just outside
-                region = subject.lesion_labels == index + 1
-                ring = _in_plane(3, region) & ~_in_plane(1, region) & (subject.lesion_labels == 0)
-                seen = subject.image[region].mean() / subject.image[ring & (twin.image > tissue_level)].mean() - 1
-                against_ring.append(np.sign(seen) == np.sign(lesion["contrast"]))
-    assert interiors >= 4
-    # the ring mixes grey and white matter, so that a subtle lesion may drown in it, but not most
-    assert len(against_ring) == 6 and sum(against_ring) >= 5
+            region = subject.lesion_labels == index + 1
+            assert region.any() and subject.brain[region].all()
+            assert max(np.ptp(axis) * 2.0 for axis in np.nonzero(region)) <= lesion["diameter_mm"]
+            # as the image sees it, one voxel in from the edge where the blur does not mix it with its surroundings
+            interior = region & ~_in_plane(1, ~region)
+            change = subject.image[interior] / np.maximum(twin.image[interior], 1) - 1
+            if lesion["kind"] == "tumour":
+                assert 0.1 <= lesion["oedema_contrast"] <= 0.5
+                # the oedema's outer shell is hyperintense: the whole tumour is seen on FLAIR
+                shell = interior & (depth_mm(region, 2.0) <= 6.0)
+                assert np.mean(subject.image[shell] > twin.image[shell]) > 0.8
+                if lesion["necrosis_contrast"] is not None:
+                    assert lesion["core_contrast"] is not None and -0.5 <= lesion["necrosis_contrast"] <= 0.1
+            elif lesion["kind"] == "cavity":
+                assert 0.2 <= lesion["fluid_level"] <= 0.5 and 0.1 <= lesion["rim_contrast"] <= 0.4
+                assert np.median(change) < -0.3  # dark fluid
+            else:
+                # a focus is a few voxels across: all of it, blur included
+                assert 0.2 <= lesion["contrast"] <= 0.6
+                assert np.median(subject.image[region] / twin.image[region] - 1) > 0.1
 
 
 def test_ct_haemorrhages_are_hyperdense_inside_the_brain():
-    # seed 1 draws a subdural haematoma 5.8 mm thick: thick enough for voxels out of the blur's reach
-    subject = synthesize_subject("head_ct", np.random.default_rng(1), [("haemorrhage", 20.0), ("subdural", 45.0)])
+    subject = synthesize_subject("head_ct", np.random.default_rng(1), [("haemorrhage", 24.0), ("subdural", 70.0)])
+    twin = synthesize_subject("head_ct", np.random.default_rng(1))
     depth = depth_mm(subject.brain, 2.0)
     for index, lesion in enumerate(subject.lesions):
         region = subject.lesion_labels == index + 1
         assert subject.brain[region].all()
-        interior = ndi.binary_erosion(region, structure=np.ones((3, 3, 1)))  # in-plane: away from the blur
-        assert interior.any()
-        assert abs(subject.image[interior].mean() - lesion["hu"]) < 5
-        extent_mm = max(np.ptp(axis) * 2.0 for axis in np.nonzero(region))
         if lesion["kind"] == "haemorrhage":
-            assert 50 <= lesion["hu"] <= 90 and extent_mm <= lesion["diameter_mm"]
+            assert 55 <= lesion["hu"] <= 85 and 2 <= lesion["oedema_mm"] <= 6
+            # the clot, out of the blur's reach, has its density; the oedema ring around it is hypodense
+            clot = ndi.binary_erosion(region & (subject.image > twin.image + 10), structure=np.ones((3, 3, 1)))
+            assert clot.any() and abs(np.median(subject.image[clot]) - lesion["hu"]) < 6
+            ring = region & (subject.image < twin.image)
+            assert ring.any()
         else:
-            assert 50 <= lesion["hu"] <= 80 and extent_mm <= lesion["span_mm"]
+            assert 50 <= lesion["hu"] <= 80 and 5 <= lesion["thickness_mm"] <= 18
+            assert max(np.ptp(axis) * 2.0 for axis in np.nonzero(region)) <= lesion["span_mm"]
             assert depth[region].max() <= lesion["thickness_mm"] + 2.0  # along the inner skull
     # CSF spaces enclosed in a plane are intracranial, not bone
     assert all(np.array_equal(ndi.binary_fill_holes(plane), plane) for plane in np.moveaxis(subject.brain, 2, 0))
@@ -300,20 +288,36 @@ def test_ct_haemorrhages_are_hyperdense_inside_the_brain():
     assert -1030 < np.median(subject.image[0]) < -970  # air at the grid's edge
 
 
+def test_normal_variants_follow_the_quantiles():
+    """A nuisance quantile below a variant's prevalence gives the variant; the twin has the same."""
+    quantiles = {"pineal": 0.1, "choroid": 0.99, "falx": 0.99}
+    subject = synthesize_subject("head_ct", np.random.default_rng(0), voxel_size=4.0, nuisance=quantiles)
+    assert subject.nuisance["pineal_calcified"] and not subject.nuisance["choroid_calcified"]
+    assert subject.image[subject.brain].max() > 100  # a calcification, denser than any tissue
+    mri = synthesize_subject("brain_mri", np.random.default_rng(0), voxel_size=4.0, nuisance={"wmh": 0.9, "frontal_caps": 0.95})
+    assert mri.nuisance["wmh_count"] == 3 and mri.nuisance["frontal_caps"] == 0.0
+
+
 @pytest.mark.parametrize(
-    "modality, primary, sizes",
+    "modality, kinds, sizes",
     [
-        ("brain_mri", {"tumour", "cavity"}, {"tumour": (12, 50), "cavity": (6, 30), "focus": (3, 8)}),
-        ("head_ct", {"haemorrhage", "subdural"}, {"haemorrhage": (3, 30), "subdural": (30, 60)}),
+        ("brain_mri", ({"tumour"}, {"cavity", "focus"}), {"tumour": (10, 60), "cavity": (8, 30), "focus": (5, 12)}),
+        (
+            "head_ct",
+            ({"haemorrhage", "subdural"}, {"small_haemorrhage", "isodense_subdural"}),
+            {"haemorrhage": (8, 50), "subdural": (50, 100), "small_haemorrhage": (6, 12), "isodense_subdural": (50, 100)},
+        ),
     ],
 )
-def test_drawn_lesions_follow_the_tables(modality, primary, sizes):
+def test_drawn_lesions_follow_the_tables(modality, kinds, sizes):
     rng = np.random.default_rng(0)
-    draws = [draw_lesions(rng, modality) for _ in range(400)]
-    assert 0.4 < np.mean([len(lesions) > 1 for lesions in draws]) < 0.6  # about half have several
-    assert all(1 <= len(lesions) <= 4 and lesions[0][0] in primary for lesions in draws)
-    for kind, size in (lesion for lesions in draws for lesion in lesions):
-        assert sizes[kind][0] <= size <= sizes[kind][1], (kind, size)
+    for hard, primary in zip((False, True), kinds):
+        draws = [draw_lesions(rng, modality, hard) for _ in range(300)]
+        assert all(1 <= len(lesions) <= 4 and lesions[0][0] in primary for lesions in draws)
+        # the harder subset draws its own kinds only, the benchmark none of them
+        assert all((kind in HARD_KINDS[modality]) == hard for lesions in draws for kind, _ in lesions)
+        for kind, size in (lesion for lesions in draws for lesion in lesions):
+            assert sizes[kind][0] <= size <= sizes[kind][1], (kind, size)
 
 
 def test_ct_series_reads_back_in_hu_with_the_mask_geometry(cohorts):
@@ -420,6 +424,21 @@ def test_ensure_refuses_a_cohort_whose_files_are_missing(tmp_path):
     assert str(tmp_path / "brain_mri") in str(error.value) and missing.name in str(error.value)
 
 
+def test_ensure_replaces_a_cohort_of_another_generator_version(tmp_path):
+    datalist = ensure_demo_cohort(tmp_path, "brain_mri", seed=0, **TRAIN_ONLY)
+    manifest_path = datalist.parent / "manifest.json"
+    manifest = _read_json(manifest_path)
+    manifest["generator_version"] = DEMO_GENERATOR_VERSION - 1
+    manifest_path.write_text(json.dumps(manifest))
+    (datalist.parent / "from_the_old_version.txt").write_text("stale")
+
+    assert ensure_demo_cohort(tmp_path, "brain_mri", seed=0, **TRAIN_ONLY) == datalist
+    assert _read_json(manifest_path)["generator_version"] == DEMO_GENERATOR_VERSION
+    assert not (datalist.parent / "from_the_old_version.txt").exists()
+    assert [path.name for path in tmp_path.iterdir()] == ["brain_mri"]  # no partial or stale folder left
+    assert load_anomaly_datalist(datalist, "training")
+
+
 def test_ensure_refuses_a_mismatching_cohort(cohorts):
     root = cohorts[0]
     manifest = (root / "brain_mri" / "manifest.json").read_bytes()
@@ -453,9 +472,11 @@ def test_ensure_refuses_a_folder_that_is_not_a_cohort(tmp_path):
         ({"num_test_abnormal": -1}, ValueError, "num_test_abnormal"),
         ({"voxel_size": 0.5}, ValueError, "voxel_size"),
         ({"slice_stride": 0}, ValueError, "slice_stride"),
-        ({"min_brain_fraction": 0.0}, ValueError, "min_brain_fraction"),
+        ({"band_lo_mm": 30.0}, ValueError, "band_lo_mm"),
+        ({"hard_fraction": 1.5}, ValueError, "hard_fraction"),
+        ({"min_hard_lesion_area_mm2": 0.0}, ValueError, "min_hard_lesion_area_mm2"),
         ({"min_lesion_area_mm2": -1.0}, ValueError, "min_lesion_area_mm2"),
-        ({"max_normal_slices": 0}, ValueError, "max_normal_slices"),
+        ({"max_subject_slices": 0}, ValueError, "max_subject_slices"),
         ({"num_subjects": 3}, TypeError, "num_subjects"),
     ],
 )

@@ -5,7 +5,7 @@ The anatomy and intensity models are specified in ``docs/demo_cohort.md``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,17 +14,33 @@ from scipy.spatial.transform import Rotation
 
 from .fields import smooth_field
 from .lesions import add_ct_lesions, add_mri_lesions, lesion_kinds
-from .template import BRAIN_THRESHOLD, DEMO_MODALITIES, DemoTemplate, cohort_grid, load_demo_template
+from .template import (
+    BRAIN_THRESHOLD,
+    DEMO_MODALITIES,
+    DemoTemplate,
+    cohort_grid,
+    load_demo_template,
+    load_template_landmarks,
+)
+from .variants import ct_variants, flair_variants
 
-__all__ = ["DemoSubject", "synthesize_subject"]
+__all__ = ["NUISANCES", "DemoSubject", "synthesize_subject"]
 
+#: Per-subject quantiles in [0, 1) that set a subject's nuisance parameters (size, intensity
+#: scale, noise, bias field) and normal variants; the cohort stratifies them over a split's
+#: subjects so that its normal and abnormal groups cover the same values.
+NUISANCES = {
+    "brain_mri": ("size", "scale", "noise", "bias", "frontal_caps", "occipital_caps", "cst", "wmh"),
+    "head_ct": ("size", "noise", "pineal", "choroid", "falx"),
+}
 _MAX_ROTATION_DEG = np.array([5.0, 5.0, 8.0])
-_MAX_SCALE = 0.06
+_MAX_SIZE = 0.06  # isotropic size factor 0.94-1.06
+_MAX_ANISOTROPY = 0.03  # times a per-axis factor 0.97-1.03
 _MAX_SHIFT_MM = 3.0
 _ELASTIC_NODE_SPACING_MM = 32.0
 _ELASTIC_STD_MM = 2.0
 _PSF_SIGMA_VOXELS = (0.5, 0.5, 0.0)  # in-plane only, so that no lesion leaks into a neighbouring slice
-_MRI_REFERENCE = 1000.0
+_FLAIR_WHITE_MATTER = 800.0  # arbitrary units, before the subject's scale
 _CT_TISSUE_HU = {"grey": 40.0, "white": 25.0, "csf": 5.0, "scalp": 30.0, "air": -1000.0}
 
 
@@ -40,6 +56,7 @@ class DemoSubject:
         affine: voxel to world (RAS mm), (4, 4).
         lesions: one dict per lesion: ``kind``, ``centre_mm`` (RAS) and its size and
             intensity parameters (see ``docs/demo_cohort.md``).
+        nuisance: the subject's nuisance quantiles (:data:`NUISANCES`) and normal variants.
     """
 
     image: np.ndarray
@@ -48,19 +65,21 @@ class DemoSubject:
     brain: np.ndarray
     affine: np.ndarray
     lesions: list[dict]
+    nuisance: dict
 
 
 def _subject_coordinates(
-    rng: np.random.Generator, template: DemoTemplate, shape: tuple[int, int, int], affine: np.ndarray
+    rng: np.random.Generator, template: DemoTemplate, shape: tuple[int, int, int], affine: np.ndarray, size: float
 ) -> np.ndarray:
     """Template voxel coordinates, (3, X, Y, Z), that each grid voxel samples for one random subject.
 
     A subject is the template moved by ``x -> A (x - c) + c + t`` (``A`` rotation times per-axis
-    scale, ``c`` the brain-box centre, ``t`` a shift) and an elastic displacement; the grid
-    samples the inverse map.
+    scale: the isotropic factor ``1 + 0.06 (2 size - 1)`` times 0.97-1.03 per axis, ``c`` the
+    brain-box centre, ``t`` a shift) and an elastic displacement; the grid samples the inverse map.
     """
     rotation = Rotation.from_euler("xyz", rng.uniform(-1, 1, 3) * _MAX_ROTATION_DEG, degrees=True).as_matrix()
-    forward = rotation @ np.diag(rng.uniform(1 - _MAX_SCALE, 1 + _MAX_SCALE, 3))
+    scale = (1 + _MAX_SIZE * (2 * size - 1)) * rng.uniform(1 - _MAX_ANISOTROPY, 1 + _MAX_ANISOTROPY, 3)
+    forward = rotation @ np.diag(scale)
     shift = rng.uniform(-_MAX_SHIFT_MM, _MAX_SHIFT_MM, 3)
     centre = (template.brain_lo_mm + template.brain_hi_mm) / 2
     inverse = np.eye(4)
@@ -97,12 +116,8 @@ def _fill_holes_in_plane(mask: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(mask, structure=in_plane)
 
 
-def _ct_anatomy(
-    rng: np.random.Generator, grey: np.ndarray, white: np.ndarray, brain: np.ndarray, voxel_size: float
-) -> np.ndarray:
-    """Noise-free head CT in HU, (X, Y, Z): tissue mixture inside ``brain``, skull, scalp and air outside."""
-    csf = np.clip(1 - grey - white, 0, 1)
-    inside = _CT_TISSUE_HU["grey"] * grey + _CT_TISSUE_HU["white"] * white + _CT_TISSUE_HU["csf"] * csf
+def _ct_surroundings(rng: np.random.Generator, brain: np.ndarray, voxel_size: float) -> np.ndarray:
+    """Noise-free head CT in HU outside ``brain``, (X, Y, Z): skull, scalp and air (zero inside)."""
     outside = ndi.distance_transform_edt(~brain, sampling=voxel_size).astype(np.float32)
     skull = rng.uniform(5.0, 7.0) + smooth_field(rng, brain.shape, (4, 4, 4)).clip(-1.5, 1.5) * 0.7
     scalp = skull + rng.uniform(3.0, 6.0)
@@ -112,7 +127,7 @@ def _ct_anatomy(
     hu[outside <= scalp] = _CT_TISSUE_HU["scalp"]
     in_bone = outside <= skull
     hu[in_bone] = bone[in_bone]
-    hu[brain] = inside[brain]
+    hu[brain] = 0.0
     return hu
 
 
@@ -121,25 +136,30 @@ def synthesize_subject(
     rng: np.random.Generator,
     lesions: Sequence[tuple[str, float]] = (),
     voxel_size: float = 2.0,
+    nuisance: Mapping[str, float] | None = None,
+    lesion_level_mm: float | None = None,
 ) -> DemoSubject:
     """One random subject of ``modality`` on the cohort grid of ``voxel_size`` mm.
 
     Args:
         modality: ``"brain_mri"`` or ``"head_ct"``.
         rng: the subject's random generator.
-        lesions: (kind, size in mm) of each lesion to add, e.g. from
+        lesions: (kind, size in mm) of each lesion to add, the primary first, e.g. from
             :func:`~medad_monai.data.demo.draw_lesions`; the kinds are those of
             :func:`~medad_monai.data.demo.lesion_kinds`; the size is the diameter, or the span
             of a subdural haematoma.
         voxel_size: isotropic voxel size in mm.
+        nuisance: quantiles in [0, 1) of some of :data:`NUISANCES`; the others are drawn.
+        lesion_level_mm: world z (RAS mm) near which the primary lesion's centre goes; anywhere
+            when None.
 
     See ``docs/demo_cohort.md`` for the anatomy, intensity and lesion models. Two generators in
-    the same state give the same subject with and without ``lesions``: the lesion-free twin
-    shows what the lesions changed.
+    the same state give the same subject with and without ``lesions`` (given the same
+    ``nuisance``): the lesion-free twin shows what the lesions changed.
 
     Raises:
-        ValueError: unknown modality or lesion kind, a non-positive size, or lesions that do not
-            fit the brain.
+        ValueError: unknown modality, nuisance or lesion kind, a quantile outside [0, 1), a
+            non-positive size, or lesions that do not fit the brain.
     """
     if modality not in DEMO_MODALITIES:
         raise ValueError(f"modality must be one of {DEMO_MODALITIES}, got {modality!r}.")
@@ -147,37 +167,54 @@ def synthesize_subject(
     for kind, size in lesions:
         if kind not in kinds or not size > 0:
             raise ValueError(f"lesions of {modality} must be (kind in {sorted(kinds)}, size > 0), got {(kind, size)}.")
+    quantiles = dict(zip(NUISANCES[modality], (float(u) for u in rng.random(len(NUISANCES[modality])))))
+    for name, value in (nuisance or {}).items():
+        if name not in quantiles or not 0.0 <= value < 1.0:
+            raise ValueError(f"nuisance of {modality} must map {NUISANCES[modality]} to [0, 1), got {name!r}: {value!r}.")
+        quantiles[name] = float(value)
     # lesions draw from a stream of their own: the same generator state with and without lesions
     # gives the same subject apart from them, a lesion-free twin that shows what each lesion changed
     lesion_rng = np.random.default_rng(rng.integers(2**63))
-    template = load_demo_template()
+    template, landmarks = load_demo_template(), load_template_landmarks()
     shape, affine = cohort_grid(template, modality, float(voxel_size))
-    coordinates = _subject_coordinates(rng, template, shape, affine)
-    t1 = _resample(template.t1, coordinates)
-    brain = _fill_holes_in_plane(t1 > BRAIN_THRESHOLD)
+    coordinates = _subject_coordinates(rng, template, shape, affine, quantiles["size"])
+    brain = _fill_holes_in_plane(_resample(template.t1, coordinates) > BRAIN_THRESHOLD)
+    # tissue maps and variants are needed inside the brain only: sampling there halves the cost
+    grey, white = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    grey[brain] = _resample(template.grey, coordinates[:, brain])
+    white[brain] = _resample(template.white, coordinates[:, brain])
+    csf = np.clip(1 - grey - white, 0, 1) * brain
+    to_world = template.affine.astype(np.float32)
+    points_mm = coordinates[:, brain].T @ to_world[:3, :3].T + to_world[:3, 3]
+    plane = None if lesion_level_mm is None else round((lesion_level_mm - affine[2, 3]) / affine[2, 2])
     labels, records = np.zeros(shape, np.int16), []
     if modality == "brain_mri":
-        clean = t1 * _MRI_REFERENCE
+        # FLAIR: grey matter brighter than white matter, CSF suppressed
+        grey_level, csf_level = rng.uniform(1.15, 1.35), rng.uniform(0.15, 0.35)
+        change, variants = flair_variants(rng, points_mm, white[brain], quantiles, landmarks)
+        clean = np.zeros(shape, np.float32)
+        clean[brain] = _FLAIR_WHITE_MATTER * (white + grey_level * grey + csf_level * csf)[brain] * (1 + change)
         if lesions:
-            tissue, white = _resample(template.tissue, coordinates), _resample(template.white, coordinates)
-            labels, records = add_mri_lesions(lesion_rng, clean, brain, tissue, white, affine, lesions)
-        scale = rng.uniform(0.75, 1.3)
-        bias = np.exp(rng.uniform(0.05, 0.15) * smooth_field(rng, shape, (3, 3, 3)))
+            labels, records = add_mri_lesions(
+                lesion_rng, clean, brain, grey + white, white, affine, list(lesions), _FLAIR_WHITE_MATTER, plane
+            )
+        scale = 0.75 + 0.55 * quantiles["scale"]
+        bias = np.exp((0.05 + 0.1 * quantiles["bias"]) * smooth_field(rng, shape, (3, 3, 3)))
         signal = _in_plane_blur(clean) * bias * scale
-        sigma = rng.uniform(0.01, 0.03) * _MRI_REFERENCE * scale
+        sigma = (0.01 + 0.02 * quantiles["noise"]) * _FLAIR_WHITE_MATTER * scale
         # Rician noise: magnitude of a complex signal with Gaussian noise in both channels
         image = np.round(np.hypot(signal + rng.normal(0, sigma, shape), rng.normal(0, sigma, shape)))
         # skull-stripped, as brain MRI anomaly benchmarks (BraTS, BMAD) are: zero outside the brain
         image[~brain] = 0
+        variants.update(grey_level=float(grey_level), csf_level=float(csf_level))
     else:
-        # grey and white matter only matter inside the brain: sampling only there halves the cost
-        grey, white = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-        grey[brain] = _resample(template.grey, coordinates[:, brain])
-        white[brain] = _resample(template.white, coordinates[:, brain])
-        clean = _ct_anatomy(rng, grey, white, brain, float(voxel_size))
+        clean = _ct_surroundings(rng, brain, float(voxel_size))
+        added, variants = ct_variants(rng, points_mm, csf[brain], quantiles, landmarks)
+        tissue_hu = _CT_TISSUE_HU["grey"] * grey + _CT_TISSUE_HU["white"] * white + _CT_TISSUE_HU["csf"] * csf
+        clean[brain] = tissue_hu[brain] + added
         if lesions:
-            labels, records = add_ct_lesions(lesion_rng, clean, brain, grey + white, affine, lesions)
-        image = np.round(_in_plane_blur(clean) + rng.normal(0, rng.uniform(3.0, 6.0), shape))
+            labels, records = add_ct_lesions(lesion_rng, clean, brain, grey + white, affine, list(lesions), plane)
+        image = np.round(_in_plane_blur(clean) + rng.normal(0, 3.0 + 3.0 * quantiles["noise"], shape))
     return DemoSubject(
         image=image.astype(np.float32),
         mask=(labels > 0).astype(np.uint8),
@@ -185,4 +222,5 @@ def synthesize_subject(
         brain=brain,
         affine=affine,
         lesions=records,
+        nuisance={**quantiles, **variants},
     )

@@ -6,10 +6,22 @@ import os
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import (
+    correct_ambiguous_vr_element,
+    write_dataset,
+    write_file_meta_info,
+)
+from pydicom.tag import Tag
 
 __all__ = ["write_ct_series"]
 
 _CT_RESCALE_INTERCEPT = -1024
+# the elements that change from slice to slice of a series
+_SLICE_TAGS = frozenset(
+    int(Tag(keyword)) for keyword in ("SOPInstanceUID", "InstanceNumber", "ImagePositionPatient", "SliceLocation", "PixelData")
+)
 _UID_NAMESPACE = "medad-monai demo cohort"
 
 
@@ -39,8 +51,13 @@ def write_ct_series(
         ValueError: ``hu`` is not 3D, holds non-integer values or values outside the int16 range
             after the offset.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import (
+        PYDICOM_IMPLEMENTATION_UID,
+        CTImageStorage,
+        ExplicitVRLittleEndian,
+        generate_uid,
+    )
 
     hu, affine = np.asarray(hu), np.asarray(affine, dtype=np.float64)
     if hu.ndim != 3:
@@ -104,6 +121,7 @@ def write_ct_series(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    writer = None
     paths = []
     for k in range(hu.shape[2]):
         position = to_lps * (affine[:3, :3] @ [0, 0, k] + affine[:3, 3])
@@ -113,5 +131,50 @@ def write_ct_series(
         ds.SliceLocation = f"{position[2]:.6g}"
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).astype("<i2").tobytes()
         paths.append(folder / f"CT_{k:04d}.dcm")
-        ds.save_as(paths[-1], enforce_file_format=True)
+        writer = writer or _SliceWriter(ds)  # made from the first slice, with every element in place
+        paths[-1].write_bytes(writer.encode(ds))
     return paths
+
+
+class _SliceWriter:
+    """Encodes the files of one series: the bytes ``Dataset.save_as(..., enforce_file_format=True)``
+    writes, with the elements that stay the same from slice to slice encoded once.
+
+    Explicit VR little endian only: the elements are written in tag order, so a file is its
+    preamble, its file meta group, then the constant runs of elements interleaved with the
+    per-slice ones (:data:`_SLICE_TAGS`), each encoded anew.
+    """
+
+    def __init__(self, ds: Dataset) -> None:
+        self.encoding = ds._character_set
+        self.parts: list[bytes | int] = []
+        run = Dataset()
+        for element in ds:
+            if element.tag in _SLICE_TAGS:
+                self.parts += [self._encode(run), int(element.tag)]
+                run = Dataset()
+            else:
+                run.add(element)
+        self.parts.append(self._encode(run))
+
+    def _encode(self, dataset: Dataset) -> bytes:
+        buffer = DicomBytesIO()
+        buffer.is_implicit_VR, buffer.is_little_endian = False, True
+        write_dataset(buffer, dataset, self.encoding)
+        return buffer.getvalue()
+
+    def encode(self, ds: Dataset) -> bytes:
+        """The file bytes of ``ds``, whose elements other than :data:`_SLICE_TAGS` are those this writer was made with."""
+        buffer = DicomBytesIO()
+        buffer.is_implicit_VR, buffer.is_little_endian = False, True
+        buffer.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(buffer, ds.file_meta, enforce_standard=True)
+        for part in self.parts:
+            if isinstance(part, int):
+                single = Dataset()
+                # PixelData's VR (OB or OW) follows BitsAllocated, which only the whole dataset has
+                single.add(correct_ambiguous_vr_element(ds[part], ds, True))
+                write_dataset(buffer, single, self.encoding)
+            else:
+                buffer.write(part)
+        return buffer.getvalue()
