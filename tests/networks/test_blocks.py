@@ -72,12 +72,32 @@ def test_batch_norm_calibration_standardises_random_features():
         encoder.calibrate_batch_norm([])
 
 
-def test_half_fpn_shapes_and_errors():
-    fpn = HalfFPNBottleneck((64, 128, 256), 512)
+@pytest.mark.parametrize("style,params", [("mambaad", 1_458_304), ("concat", 6_959_360)])
+def test_half_fpn_shapes_and_errors(style, params):
+    fpn = HalfFPNBottleneck((64, 128, 256), 512, style=style)
+    assert sum(p.numel() for p in fpn.parameters()) == params
     out = fpn([torch.randn(2, 64, 32, 32), torch.randn(2, 128, 16, 16), torch.randn(2, 256, 8, 8)])
     assert out.shape == (2, 512, 4, 4)
     with pytest.raises(ValueError, match="expected 3 feature maps"):
         fpn([torch.randn(2, 64, 32, 32)])
+    with pytest.raises(ValueError, match="style"):
+        HalfFPNBottleneck(style="sum")
+
+
+def test_half_fpn_mambaad_adds_aligned_scales():
+    torch.manual_seed(0)
+    fpn = HalfFPNBottleneck((4, 8, 16), 32, num_blocks=2).eval()
+    f = [torch.randn(2, 4, 16, 16), torch.randn(2, 8, 8, 8), torch.randn(2, 16, 4, 4)]
+
+    def cbr(block, x):  # conv -> batch norm -> ReLU
+        return torch.relu(block.adn.N(block.conv(x)))
+
+    with torch.no_grad():
+        fused = cbr(fpn.lateral[0], f[1]) + cbr(fpn.down[0], f[0])
+        fused = cbr(fpn.lateral[1], f[2]) + cbr(fpn.down[1], fused)
+        expected = fpn.fuse(cbr(fpn.mix, fused))
+        torch.testing.assert_close(fpn(f), expected)
+    assert expected.shape == (2, 32, 2, 2) and len(fpn.fuse) == 2
 
 
 @pytest.mark.parametrize("scan,directions", [("circular_hilbert", 8), ("circular_hilbert", 16), ("raster", 4)])

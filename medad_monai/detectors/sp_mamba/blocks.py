@@ -1,4 +1,5 @@
-"""Blocks only SP-Mamba uses: window-sliding medical prototypes (sec. 3.2, eq. 1) and the SPSS decoder block (sec. 3.3)."""
+"""Blocks only SP-Mamba uses: window-sliding medical prototypes (sec. 3.2, eq. 1), the SPSS decoder
+block (sec. 3.1, 3.3) and the decoder's patch-expanding upsampling."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.networks.layers import DropPath
 from torch import nn
 
 from medad_monai.networks.blocks.norm import ChannelLayerNorm
 from medad_monai.networks.blocks.ss2d import SS2D
 
-__all__ = ["MedicalPrototypes", "SPSSBlock", "window_prototype_distance"]
+__all__ = ["MambaLayer", "MedicalPrototypes", "PatchExpand", "SPSSBlock", "window_prototype_distance"]
 
 
 def window_prototype_distance(
@@ -55,15 +57,14 @@ def window_prototype_distance(
 
 
 class MedicalPrototypes(nn.Module):
-    """Learnable medical prototypes over the bottleneck grid and their distance map.
+    """Learnable medical prototypes over the bottleneck grid and the feature-to-prototype distance (eq. 1).
 
-    The module holds ``K`` prototype maps of shape ``(C, H, W)``. At every grid
-    position it picks the prototype patch that best matches the features inside
-    the sliding window (eq. 1) and forms the "final prototype" from those patches.
-    The paper feeds "the aggregated features" to the decoder without defining the
-    aggregation; here the features and the final prototype are concatenated and
-    fused by a 1x1 convolution, so anomalous positions are pulled toward normal
-    patterns before reconstruction.
+    The module holds ``K`` prototype maps of shape ``(C, H, W)``, one ``C``-vector per grid
+    position, initialised from a standard normal distribution (as the official code).
+    At every grid position the distance to the best-matching prototype patch inside the
+    sliding window is the distance map ``D`` of eq. 1, which enters the loss (eq. 2) and
+    the anomaly map (eq. 7). The features themselves pass to the decoder unchanged, as in
+    the official code (the paper's "aggregated features" are the fused bottleneck map).
 
     Args:
         channels: feature channels ``C``.
@@ -71,7 +72,7 @@ class MedicalPrototypes(nn.Module):
         num_prototypes: ``K`` (10 in the paper).
         window: sliding-window side ``p`` (3 in the paper).
 
-    Input ``(B, C, H, W)``; output ``(aggregated (B, C, H, W), distance (B, 1, H, W))``.
+    Input ``(B, C, H, W)``; output the distance ``(B, 1, H, W)``.
     """
 
     def __init__(self, channels: int, grid_size: tuple[int, int], num_prototypes: int = 10, window: int = 3) -> None:
@@ -80,62 +81,104 @@ class MedicalPrototypes(nn.Module):
             raise ValueError(f"num_prototypes must be >= 1, got {num_prototypes}.")
         self.grid_size = tuple(int(s) for s in grid_size)
         self.window = window
-        self.prototypes = nn.Parameter(torch.randn(num_prototypes, channels, *self.grid_size) * 0.02)
-        self.aggregate = nn.Conv2d(2 * channels, channels, kernel_size=1)
+        self.prototypes = nn.Parameter(torch.randn(num_prototypes, channels, *self.grid_size))
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
         if tuple(features.shape[2:]) != self.grid_size:
             raise ValueError(
                 f"bottleneck grid {tuple(features.shape[2:])} does not match the prototype grid {self.grid_size}: "
                 "the network's image_size must equal the size of the images it is given."
             )
-        distance, nearest = window_prototype_distance(features, self.prototypes, self.window)
-        # gather the winning prototype's patch at every position: (B, C, H, W).
-        rows = torch.arange(self.grid_size[0], device=features.device)[:, None]
-        cols = torch.arange(self.grid_size[1], device=features.device)[None, :]
-        final = self.prototypes.permute(0, 2, 3, 1)[nearest, rows, cols].permute(0, 3, 1, 2)
-        return self.aggregate(torch.cat([features, final], dim=1)), distance
+        return window_prototype_distance(features, self.prototypes, self.window)[0]
 
 
-class SPSSBlock(nn.Module):
-    """Two-branch decoder block: global selective scan plus local multi-kernel convolutions.
-
-    ``y = x + fuse([SS2D(norm(x)), local(x)])`` where the Mamba branch scans the
-    map along ``num_directions`` orders of kind ``scan`` (Circular-Hilbert in
-    SP-Mamba) and the local branch is a 1x1 projection, parallel depthwise
-    convolutions of sizes ``kernel_sizes`` (summed) and a 1x1 projection; the
-    two branches are concatenated and fused by a 1x1 convolution.
+class MambaLayer(nn.Module):
+    """``x + drop_path(SS2D(LayerNorm(x)))``: one Mamba sub-block of an SPSS block (VMamba's VSS block).
 
     Args:
         channels: ``C``.
-        scan, num_directions, d_state, expand, backend: passed to :class:`SS2D`.
-        kernel_sizes: depthwise kernel sizes of the local branch.
+        drop_path: stochastic-depth rate of the residual branch (training only).
+        ss2d_args: keyword arguments of :class:`SS2D` (scan, num_directions, d_state, expand, backend).
+
+    Input and output ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, drop_path: float = 0.0, **ss2d_args) -> None:
+        super().__init__()
+        self.norm = ChannelLayerNorm(channels)
+        self.mixer = SS2D(channels, **ss2d_args)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.mixer(self.norm(x)))
+
+
+def _conv_in_silu(channels: int, kernel_size: int, depthwise: bool) -> nn.Sequential:
+    """Conv (depthwise without bias, or 1x1 with bias) -> InstanceNorm (no affine) -> SiLU."""
+    groups = channels if depthwise else 1
+    conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=not depthwise)
+    return nn.Sequential(conv, nn.InstanceNorm2d(channels), nn.SiLU())
+
+
+class SPSSBlock(nn.Module):
+    """Spatial-Perception State Space block: a Mamba branch and a multi-kernel convolution branch.
+
+    ``y = x + fuse([mamba(x), local_k1(x), local_k2(x), ...])``. The Mamba branch is
+    ``depth`` :class:`MambaLayer` s in sequence (selective scans along ``num_directions``
+    Circular-Hilbert orders); each local branch is 1x1 conv -> ``k x k`` depthwise conv ->
+    1x1 conv, each followed by instance normalisation and SiLU, for ``k`` in
+    ``kernel_sizes`` (5 and 7, as the official code); ``fuse`` is a 1x1 convolution of the
+    concatenated branches. The official code groups a decoder stage's Mamba layers into
+    blocks of 3 (or 2) that share one convolution branch; :class:`SPMamba` does the same.
+
+    Args:
+        channels: ``C``.
+        depth: Mamba layers in the block.
+        kernel_sizes: depthwise kernel sizes of the local branches.
+        drop_path: stochastic-depth rate of every Mamba layer of the block.
+        ss2d_args: keyword arguments of :class:`SS2D` (scan, num_directions, d_state, expand, backend).
 
     Input and output ``(B, C, H, W)``.
     """
 
     def __init__(
-        self,
-        channels: int,
-        scan: str = "circular_hilbert",
-        num_directions: int = 8,
-        d_state: int = 16,
-        expand: float = 1.0,
-        kernel_sizes: Sequence[int] = (3, 5),
-        backend: str | None = None,
+        self, channels: int, depth: int = 3, kernel_sizes: Sequence[int] = (5, 7), drop_path: float = 0.0, **ss2d_args
     ) -> None:
         super().__init__()
-        self.norm = ChannelLayerNorm(channels)
-        self.mamba = SS2D(channels, scan, num_directions, d_state=d_state, expand=expand, backend=backend)
-        self.local_in = nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.SiLU())
-        self.local_kernels = nn.ModuleList(
-            nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels) for k in kernel_sizes
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}.")
+        self.mamba = nn.Sequential(*(MambaLayer(channels, drop_path, **ss2d_args) for _ in range(depth)))
+        self.local = nn.ModuleList(
+            nn.Sequential(_conv_in_silu(channels, 1, False), _conv_in_silu(channels, k, True), _conv_in_silu(channels, 1, False))
+            for k in kernel_sizes
         )
-        self.local_out = nn.Sequential(nn.BatchNorm2d(channels), nn.SiLU(), nn.Conv2d(channels, channels, 1))
-        self.fuse = nn.Conv2d(2 * channels, channels, 1)
+        self.fuse = nn.Conv2d((1 + len(self.local)) * channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        global_branch = self.mamba(self.norm(x))
-        local = self.local_in(x)
-        local = self.local_out(sum(conv(local) for conv in self.local_kernels))
-        return x + self.fuse(torch.cat([global_branch, local], dim=1))
+        branches = [self.mamba(x)] + [local(x) for local in self.local]
+        return x + self.fuse(torch.cat(branches, dim=1))
+
+
+class PatchExpand(nn.Module):
+    """Patch-expanding upsampling: ``(B, C, H, W) -> (B, C / 2, 2H, 2W)`` (VMamba-UNet / MambaAD decoders).
+
+    A bias-free linear map ``C -> 2C`` at every position, whose output is read as a 2 x 2
+    patch of ``C / 2``-channel pixels (row of the patch slowest, channel fastest), followed
+    by a LayerNorm over the ``C / 2`` channels.
+
+    Args:
+        channels: input channels ``C`` (even).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        if channels % 2:
+            raise ValueError(f"channels must be even, got {channels}.")
+        self.expand = nn.Linear(channels, 2 * channels, bias=False)
+        self.norm = nn.LayerNorm(channels // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = self.expand(x.permute(0, 2, 3, 1)).view(b, h, w, 2, 2, c // 2)
+        y = y.permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, c // 2)
+        return self.norm(y).permute(0, 3, 1, 2)
