@@ -3,8 +3,8 @@
 Prints:
 1. parameters and multiply-accumulates (MACs) at 256 x 256 per part of the network (encoder,
    Half-FPN, upsamplings, each decoder stage and, over the whole decoder, HFSS / LFSS / DSE), for
-   the paper's decoder ([1, 2, 2, 2] = 7 Wavelet-Mamba modules, the default) and for the official
-   code's block count ((1, 4, 4, 4) = 13 blocks), against the paper's Table 2 (22.3 M, 7.5 G) and
+   the default decoder ((1, 4, 4, 4) = 13 Wavelet-Mamba modules, the official code's block count
+   and the model the paper measured) and for the paper's text read literally ([1, 2, 2, 2] = 7), against the paper's Table 2 (22.3 M, 7.5 G) and
    the official model file (22,293,250 parameters of which 1,820,928 unused, 7.49 G with fvcore).
    MACs exclude the selective scan, as the paper's table does (fvcore counts one multiply-add as
    one "FLOP" and does not see the scan): torch's ``FlopCounterMode`` counts convolutions and
@@ -166,8 +166,8 @@ def main() -> None:
         f"{OFFICIAL_PARAMS:,} parameters ({OFFICIAL_UNUSED:,} in unused 1x1 convolutions), {OFFICIAL_GMACS} G (fvcore), "
         "13 blocks."
     )
-    size_report((1, 2, 2, 2), "Wave-MambaAD, paper decoder (default)")
-    size_report((1, 4, 4, 4), "Wave-MambaAD, official block count")
+    size_report((1, 4, 4, 4), "Wave-MambaAD, default: the official block count the paper measured")
+    size_report((1, 2, 2, 2), "Wave-MambaAD, the paper's [1, 2, 2, 2] read literally")
     if not args.skip_speed:
         speed_report(args.sizes, args.repeats)
 

@@ -44,10 +44,10 @@ def test_anomaly_map_is_the_summed_cosine_distance():
 
 
 def test_paper_defaults():
-    net = WaveMambaAD()  # 256 x 256, ResNet34, [1, 2, 2, 2]
+    net = WaveMambaAD()  # 256 x 256, ResNet34, (1, 4, 4, 4)
     modules = _modules(net)
-    assert [len(stage) for stage in net.stages] == [1, 2, 2, 2] and len(modules) == 7
-    for module, channels in zip(modules, (512, 256, 256, 128, 128, 64, 64)):
+    assert [len(stage) for stage in net.stages] == [1, 4, 4, 4] and len(modules) == 13
+    for module, channels in zip(modules, (512, *[256] * 4, *[128] * 4, *[64] * 4)):
         lfss = module.wdss.lfss
         assert lfss.groups * 32 == channels  # groups [16, 8, 4, 2] coarse to fine: 32 channels each
         assert module.wdss.hfss.scans == ("horizontal", "vertical", "diagonal")
