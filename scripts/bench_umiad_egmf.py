@@ -1,13 +1,11 @@
-"""UMIAD-EGMF size and speed, side by side with SP-Mamba in one process, and the edge-injection check.
+"""UMIAD-EGMF size per module against the paper, and the edge-injection check.
 
 Prints:
 1. parameters per module against the paper's 14 M (Table 4): the frozen encoder, the EGM, the EAM,
    each scale's flow, the MFF, the trainable total (what the 14 M is compared with: the frozen ResNet18
    up to ``layer4`` alone has 11.2 M) and the total with the encoder; also for the literal EAM
    (``edge_injection="feature"``) and the complexity section's 3 x 3 coupling subnets;
-2. CPU inference latency per image at 256 x 256 (the paper's 55.2 ms, Table 4) and at the demo size,
-   batch 1 and 8, for UMIAD-EGMF and SP-Mamba (``medad_monai.detectors.SPMamba``) measured alike;
-3. with ``--edge-injection-check``: how the EAM output entering the flows as their data
+2. with ``--edge-injection-check``: how the EAM output entering the flows as their data
    (``edge_injection="feature"``) compares with the conditional coupling (default), with eq. 8's raw GAP
    factor and with the sigmoid gate. The deepest scale's edge path and flow are trained alone on fixed
    encoder features of smooth random images; printed: the per-dimension negative log-likelihood on the
@@ -15,8 +13,9 @@ Prints:
    ``z^4`` relative to that of the pooled ``F4``. (64 images are far too few for a 512-dimensional
    density: held-out values show overfitting; the check is about divergence and contraction.)
 
-Usage: ``python scripts/bench_umiad_egmf.py [--demo-size 64] [--threads 2] [--repeats 3] [--skip-sp-mamba]
-[--edge-injection-check] [--check-size 128] [--check-steps 200] [--check-lr 1e-3]``
+Latency, side by side with the other detectors in one process: ``scripts/bench_detectors.py``.
+
+Usage: ``python scripts/bench_umiad_egmf.py [--threads 2] [--edge-injection-check] [--check-size 128] [--check-steps 200] [--check-lr 1e-3]``
 """
 
 from __future__ import annotations
@@ -25,11 +24,10 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from benchutils import timed
 
-from medad_monai.detectors import UMIADEGMF, SPMamba
+from medad_monai.detectors import UMIADEGMF
 
-PAPER_PARAMS_M, PAPER_LATENCY_MS = 14.0, 55.2
+PAPER_PARAMS_M = 14.0
 
 
 def count(module: torch.nn.Module | None, trainable_only: bool = False) -> float:
@@ -62,27 +60,6 @@ def parameter_table() -> None:
             f"{f'{fn(net):.2f} ({100 * (fn(net) / PAPER_PARAMS_M - 1):+.0f}%)':>26}" for net in nets.values()
         )
         print(f"{label:<24}{cells}")
-
-
-def latency(demo_size: int, repeats: int, skip_sp_mamba: bool) -> None:
-    builders = {"UMIAD-EGMF": lambda s: UMIADEGMF(image_size=(s, s))}
-    if not skip_sp_mamba:
-        builders["SP-Mamba"] = lambda s: SPMamba(image_size=(s, s))
-    print(f"CPU inference latency per image ({torch.get_num_threads()} threads); the paper: {PAPER_LATENCY_MS} ms "
-          "at 256 x 256 (its hardware)")
-    for size in (256, demo_size):
-        for name, build in builders.items():
-            torch.manual_seed(0)
-            model = build(size)
-            model.encoder.calibrate_batch_norm([torch.randn(4, 3, size, size)])
-            model.eval()
-            cells = []
-            with torch.no_grad():
-                for batch in (1, 8):
-                    x = torch.randn(batch, 3, size, size)
-                    seconds = timed(lambda model=model, x=x: model(x), repeats)
-                    cells.append(f"batch {batch}: {1e3 * seconds / batch:7.1f} ms/image")
-            print(f"  {size}x{size} {name:<11} " + "   ".join(cells))
 
 
 def smooth_images(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -134,11 +111,7 @@ def edge_injection_check(size: int, steps: int, lr: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demo-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-sp-mamba", action="store_true", help="time UMIAD-EGMF alone")
-    parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--edge-injection-check", action="store_true")
     parser.add_argument("--check-size", type=int, default=128)
     parser.add_argument("--check-steps", type=int, default=200)
@@ -148,8 +121,6 @@ def main() -> None:
     torch.set_flush_denormal(True)  # as the bundles do: subnormal decays are slow on CPUs
     torch.manual_seed(0)
     parameter_table()
-    if not args.skip_latency:
-        latency(args.demo_size, args.repeats, args.skip_sp_mamba)
     if args.edge_injection_check:
         edge_injection_check(args.check_size, args.check_steps, args.check_lr)
 

@@ -1,10 +1,10 @@
-"""Wave-MambaAD size, cost and speed; speed side by side with SP-Mamba in one process.
+"""Wave-MambaAD size and cost per part of the network, against the paper's Table 2.
 
-Prints:
-1. parameters and multiply-accumulates (MACs) at 256 x 256 per part of the network (encoder,
+Prints parameters and multiply-accumulates (MACs) at 256 x 256 per part of the network (encoder,
    Half-FPN, upsamplings, each decoder stage and, over the whole decoder, HFSS / LFSS / DSE), for
    the default decoder ((1, 4, 4, 4) = 13 Wavelet-Mamba modules, the official code's block count
-   and the model the paper measured) and for the paper's text read literally ([1, 2, 2, 2] = 7), against the paper's Table 2 (22.3 M, 7.5 G) and
+   and the model the paper measured) and for the paper's text read literally ([1, 2, 2, 2] = 7),
+   against the paper's Table 2 (22.3 M, 7.5 G) and
    the official model file (22,293,250 parameters of which 1,820,928 unused, 7.49 G with fvcore).
    MACs exclude the selective scan, as the paper's table does (fvcore counts one multiply-add as
    one "FLOP" and does not see the scan): torch's ``FlopCounterMode`` counts convolutions and
@@ -12,11 +12,9 @@ Prints:
    not see either. The scan is reported separately, 5 MACs per (batch, channel, state, position)
    of every sequence (``delta*A``, ``delta*B*u`` (2), ``dA*h + dBu``, ``C*h``), from forward hooks on
    the scan modules. When fvcore is importable its total is printed too.
-2. CPU inference latency per image and training-step time (Adam, lr 5e-3, weight decay 1e-4) of
-   Wave-MambaAD and SP-Mamba, both at their paper defaults, at 64 x 64 and 256 x 256. Batch
-   sizes are chosen to fit in a few minutes on two cores.
+Speed, side by side with the other detectors in one process: ``scripts/bench_detectors.py``.
 
-Usage: ``python scripts/bench_wave_mambaad.py [--sizes 64 256] [--threads 2] [--repeats 2] [--skip-speed]``
+Usage: ``python scripts/bench_wave_mambaad.py [--threads 2]``
 """
 
 from __future__ import annotations
@@ -26,18 +24,15 @@ import logging
 from collections import defaultdict
 
 import torch
-from benchutils import timed
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from medad_monai.detectors import SPMamba, SPMambaLoss, WaveMambaAD, WaveMambaADLoss
+from medad_monai.detectors import WaveMambaAD
 from medad_monai.detectors.wave_mambaad.blocks import DSE, HFSS, LFSS, ChannelMLP, SelectiveSSM
 from medad_monai.networks.blocks import SS2D
 
 PAPER_PARAMS_M, PAPER_GMACS = 22.3, 7.5
 OFFICIAL_PARAMS, OFFICIAL_UNUSED, OFFICIAL_GMACS = 22_293_250, 1_820_928, 7.49
-# (inference batch sizes, training batch size) per image size.
-SPEED_BATCHES = {64: ((1, 8), 16), 256: ((1,), 2)}
 
 
 def count_params(module: nn.Module) -> int:
@@ -119,44 +114,9 @@ def size_report(decoder_depths: tuple[int, ...], label: str) -> tuple[float, flo
     return params / 1e6, macs / 1e9, scan / 1e9
 
 
-def speed_report(sizes: list[int], repeats: int) -> None:
-    print("\nCPU speed, both detectors at their paper defaults (random encoder weights, batch norm calibrated):")
-    print(f"  {'measure':<36} {'SP-Mamba':>10} {'Wave-MambaAD':>13} {'ratio':>7}")
-    for size in sizes:
-        infer_batches, train_batch = SPEED_BATCHES.get(size, ((1,), 2))
-        results = defaultdict(dict)
-        for name, cls, loss_fn in (("sp", SPMamba, SPMambaLoss()), ("wave", WaveMambaAD, WaveMambaADLoss())):
-            torch.manual_seed(0)
-            model = cls(image_size=(size, size))
-            model.encoder.calibrate_batch_norm([torch.randn(4, 3, size, size)])
-            model.eval()
-            with torch.no_grad():
-                for batch in infer_batches:
-                    x = torch.randn(batch, 3, size, size)
-                    results[f"inference {size}x{size} batch {batch} (ms/image)"][name] = (
-                        1e3 * timed(lambda: model(x), repeats) / batch
-                    )
-            model.train()
-            params = [p for p in model.parameters() if p.requires_grad]
-            optimizer = torch.optim.Adam(params, lr=5e-3, weight_decay=1e-4)
-            x = torch.randn(train_batch, 3, size, size)
-
-            def step() -> None:
-                optimizer.zero_grad()
-                loss_fn(model(x)).backward()
-                optimizer.step()
-
-            results[f"training step {size}x{size} batch {train_batch} (s)"][name] = timed(step, repeats)
-        for measure, values in results.items():
-            print(f"  {measure:<36} {values['sp']:>10.2f} {values['wave']:>13.2f} {values['sp'] / values['wave']:>6.2f}x")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256], help="image sizes of the speed runs")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2, help="timed repeats (median) after one warm-up")
-    parser.add_argument("--skip-speed", action="store_true", help="only the size table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as the bundles do: subnormal decays are slow on CPUs
@@ -168,8 +128,6 @@ def main() -> None:
     )
     size_report((1, 4, 4, 4), "Wave-MambaAD, default: the official block count the paper measured")
     size_report((1, 2, 2, 2), "Wave-MambaAD, the paper's [1, 2, 2, 2] read literally")
-    if not args.skip_speed:
-        speed_report(args.sizes, args.repeats)
 
 
 if __name__ == "__main__":
