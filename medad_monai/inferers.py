@@ -5,6 +5,11 @@ back; 3D inputs (volumes, multi-frame files) go slice by slice. :class:`SliceWis
 for volumes only. Both can also return the map at the network's
 size, where the image score is computed (the size its thresholds were calibrated at). Orientation
 conventions for volumes are those of :mod:`medad_monai.data.volumes`.
+
+The map image scores are computed on is the network's pixel map, unless the detector offers
+``anomaly_and_score_maps`` (an image-level map of its own, see :mod:`medad_monai.detectors`):
+:func:`pixel_and_score_maps` takes both from one pass, and :class:`ScoreMapInferer` returns both for
+inputs already at the network's size (training-time validation).
 """
 
 from __future__ import annotations
@@ -18,17 +23,49 @@ from monai.inferers import Inferer
 from monai.transforms import Resize
 from monai.utils import CommonKeys, ImageMetaKey, MetaKeys
 from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from medad_monai.transforms.common import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, LetterboxResize
 
-__all__ = ["ImageInferer", "SliceWiseInferer"]
+__all__ = ["ImageInferer", "ScoreMapInferer", "SliceWiseInferer", "pixel_and_score_maps"]
+
+
+def _check_map(out: Any, what: str) -> None:
+    if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[1] != 1:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the network must map (B, C, H, W) to (B, 1, H, W){what}, got {shape}.")
+
+
+def pixel_and_score_maps(network: Callable[..., Any], inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pixel anomaly map and the map image scores are computed on, from one network pass.
+
+    When the network (unwrapped from ``DataParallel`` / ``DistributedDataParallel``) offers
+    ``anomaly_and_score_maps(inputs)``, its two maps (e.g. UMIAD-EGMF's additive pixel map and
+    multiplicative image-level map); otherwise ``network(inputs)`` twice over (the same tensor).
+
+    Returns:
+        two maps ``(B, 1, H, W)``.
+    """
+    module = network.module if isinstance(network, (DataParallel, DistributedDataParallel)) else network
+    both = getattr(module, "anomaly_and_score_maps", None)
+    if both is None:
+        pixel = network(inputs)
+        _check_map(pixel, "")
+        return pixel, pixel
+    pixel, score = both(inputs)
+    _check_map(pixel, " (pixel map of anomaly_and_score_maps)")
+    _check_map(score, " (score map of anomaly_and_score_maps)")
+    if score.shape != pixel.shape:
+        raise ValueError(f"anomaly_and_score_maps gave maps of shapes {tuple(pixel.shape)} and {tuple(score.shape)}.")
+    return pixel, score
 
 
 class _SliceNetwork(nn.Module):
     """A 2D network on slices of any size: each slice ``(C, h, w)`` is resized to the network
     size with the transforms of the detector-input tail (letterbox or stretch, bilinear,
     anti-aliased) and normalized; the output ``(B, 1, H, W)`` is mapped back to ``(B, 1, h, w)``.
-    With ``network_map_key`` the result is ``{"pred": (B, 1, h, w), network_map_key: (B, 1, H, W)}``."""
+    With ``network_map_key`` the result is ``{"pred": (B, 1, h, w), network_map_key: (B, 1, H, W)}``, the
+    latter the map image scores are computed on (:func:`pixel_and_score_maps`)."""
 
     def __init__(
         self,
@@ -56,9 +93,11 @@ class _SliceNetwork(nn.Module):
             x = torch.stack([Resize(self.network_size, mode="bilinear", anti_aliasing=True)(s) for s in x])
         if self.mean is not None:
             x = (x - self.mean.to(x.device)) / self.std.to(x.device)
-        out = self.network(x)
-        if out.ndim != 4 or out.shape[1] != 1:
-            raise ValueError(f"the network must map (B, C, H, W) to (B, 1, H, W), got {tuple(out.shape)}.")
+        if self.network_map_key is None:
+            out = self.network(x)
+            _check_map(out, "")
+        else:
+            out, score_map = pixel_and_score_maps(self.network, x)
         if self.letterbox is not None:
             restored = torch.stack([self.letterbox.restore(o, shape) for o in out])
         else:
@@ -66,7 +105,7 @@ class _SliceNetwork(nn.Module):
         restored = restored.as_tensor() if isinstance(restored, MetaTensor) else restored
         if self.network_map_key is None:
             return restored
-        return {CommonKeys.PRED: restored, self.network_map_key: out}
+        return {CommonKeys.PRED: restored, self.network_map_key: score_map}
 
 
 def _as_map(out: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -109,9 +148,9 @@ class ImageInferer(Inferer):
 
     With ``network_map_key`` the result is a dict: ``"pred"`` the map above, ``network_map_key`` the
     network's own map ``(B, 1, *network_size)`` (volumes: ``network_size`` in the two axes other than
-    ``slice_axis``). Image scores belong on the latter: it is the map validation calibrated the
-    thresholds on, whatever the input's size (:class:`~medad_monai.transforms.UnpackOutputd` then
-    ``ImageScored``).
+    ``slice_axis``), or its image-level map if the detector offers one (:func:`pixel_and_score_maps`).
+    Image scores belong on the latter: it is the map validation calibrated the image threshold on,
+    whatever the input's size (:class:`~medad_monai.transforms.UnpackOutputd` then ``ImageScored``).
 
     Args:
         network_size: spatial size the network expects.
@@ -219,3 +258,28 @@ class SliceWiseInferer(ImageInferer):
         if inputs.ndim != 5:
             raise ValueError(f"inputs must be (B, C, D0, D1, D2), got shape {tuple(inputs.shape)}.")
         return super().__call__(inputs, network, *args, **kwargs)
+
+
+class ScoreMapInferer(Inferer):
+    """Inference on inputs already at the network's size (training-time validation) that also returns the
+    map image scores are computed on.
+
+    Returns ``{"pred": pixel map, network_map_key: score map}``, each ``(B, 1, H, W)``, from one pass
+    (:func:`pixel_and_score_maps`): for a detector without an image-level map of its own, both are the
+    network's map as MONAI's ``SimpleInferer`` returns it. Post-process with
+    :class:`~medad_monai.transforms.UnpackOutputd` and score ``network_map_key`` with ``ImageScored``.
+
+    Args:
+        network_map_key: key of the score map (not ``"pred"``).
+    """
+
+    def __init__(self, network_map_key: str = "pred_network") -> None:
+        super().__init__()
+        if network_map_key == CommonKeys.PRED:
+            raise ValueError(f"network_map_key must differ from {CommonKeys.PRED!r}.")
+        self.network_map_key = network_map_key
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``inputs`` ``(B, C, H, W)`` -> ``{"pred": (B, 1, H, W), network_map_key: (B, 1, H, W)}``."""
+        pixel, score = pixel_and_score_maps(network, inputs)
+        return {CommonKeys.PRED: pixel, self.network_map_key: score}

@@ -10,7 +10,7 @@ from monai.transforms import LoadImage, SaveImage
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from medad_monai.inferers import ImageInferer, SliceWiseInferer
+from medad_monai.inferers import ImageInferer, ScoreMapInferer, SliceWiseInferer, pixel_and_score_maps
 from medad_monai.transforms import ReadImaged, modality_preset
 
 
@@ -103,3 +103,54 @@ def test_image_inferer_returns_network_maps_and_slices_3d_inputs():
     torch.testing.assert_close(out["pred_network"][1:, ..., 3].as_tensor(), frame["pred_network"].as_tensor())
     with pytest.raises(ValueError, match="network_map_key"):
         ImageInferer(network_map_key="pred")
+
+
+class _TwoMaps(torch.nn.Module):
+    """A detector with an image-level map of its own: pixel map = first channel, score map = its square."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1]
+
+    def anomaly_and_score_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[:, :1], x[:, :1] ** 2
+
+
+def test_a_detectors_score_map_is_returned_for_scoring_and_its_pixel_map_as_pred():
+    image = torch.rand(2, 3, 20, 24)
+    with_map = ImageInferer((16, 16), mean=None, std=None, network_map_key="pred_network")(image, _TwoMaps())
+    plain = ImageInferer((16, 16), mean=None, std=None, network_map_key="pred_network")(image, lambda x: x[:, :1])
+    torch.testing.assert_close(with_map["pred"], plain["pred"])  # the pixel map, back in the input's geometry
+    torch.testing.assert_close(with_map["pred_network"], plain["pred_network"] ** 2)  # the score map, network size
+    volume = torch.rand(1, 3, 20, 24, 3)
+    out = ImageInferer((16, 16), mean=None, std=None, network_map_key="pred_network")(volume, _TwoMaps())
+    frame = ImageInferer((16, 16), mean=None, std=None, network_map_key="pred_network")(volume[..., 1], _TwoMaps())
+    torch.testing.assert_close(out["pred_network"][..., 1], frame["pred_network"])  # each frame's own score map
+    assert out["pred"].shape == (1, 1, 20, 24, 3) and out["pred_network"].shape == (1, 1, 16, 16, 3)
+    # without network_map_key the inferer returns the pixel map alone, as before
+    torch.testing.assert_close(ImageInferer((16, 16), mean=None, std=None)(image, _TwoMaps()), plain["pred"])
+
+
+def test_score_map_inferer_for_network_size_batches():
+    image = torch.rand(2, 3, 16, 16)
+    out = ScoreMapInferer()(image, _TwoMaps())
+    torch.testing.assert_close(out["pred"], image[:, :1])
+    torch.testing.assert_close(out["pred_network"], image[:, :1] ** 2)
+    # wrapped for several devices: the wrapped module's maps
+    out = ScoreMapInferer("score")(image, torch.nn.DataParallel(_TwoMaps()))
+    torch.testing.assert_close(out["score"], image[:, :1] ** 2)
+    # a detector without a map of its own: its map twice, as SimpleInferer returns it
+    plain = ScoreMapInferer()(image, lambda x: x[:, :1])
+    assert plain["pred"] is plain["pred_network"]
+    with pytest.raises(ValueError, match="network_map_key"):
+        ScoreMapInferer("pred")
+
+
+def test_score_maps_of_the_wrong_shape_are_refused():
+    class Bad(_TwoMaps):
+        def anomaly_and_score_maps(self, x):
+            return x[:, :1], x[:, :2]
+
+    with pytest.raises(ValueError, match="score map of anomaly_and_score_maps"):
+        pixel_and_score_maps(Bad(), torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="\\(B, 1, H, W\\)"):
+        ScoreMapInferer()(torch.rand(1, 3, 8, 8), lambda x: x)

@@ -13,6 +13,12 @@ Deploy rely on:
   normal), which is how MONAI's ``SupervisedTrainer`` calls a loss.
 - A frozen pretrained encoder is exposed as ``net.encoder``; if it offers
   ``calibrate_batch_norm``, :class:`medad_monai.handlers.EncoderCalibration` can calibrate it.
+- Optional: a detector whose paper scores images on another map than the one it localises with
+  offers ``anomaly_and_score_maps(image)`` (``eval()`` mode): the pixel map ``net(image)`` returns and
+  the map its image scorer pools, both ``(B, 1, H, W)``, from one pass (e.g.
+  :meth:`UMIADEGMF.anomaly_and_score_maps`). The inferers that return the map image scores are computed
+  on (``network_map_key`` of :class:`medad_monai.inferers.ImageInferer`,
+  :class:`medad_monai.inferers.ScoreMapInferer`) call it; without it, that map is the pixel map.
 - ``scoring.py`` holds an image scorer (``<Name>ImageScore``) whose defaults are the paper's,
   called on maps ``(B, 1, H, W)`` and returning scores ``(B,)``.
 """

@@ -41,6 +41,11 @@ BUNDLES = {
                   "--network_def#decoder_channels", "[128,256,128,64]", "--network_def#lfss_groups", "[4,8,4,2]"),
         model_key="stages.0.0.wdss.lfss.mamba.ssm_h.ssm.a_log",
     ),
+    "umiad_egmf": BundleSpec(
+        tiny_net=("--network_def#num_coupling_blocks", "1", "--network_def#condition_channels", "8",
+                  "--network_def#subnet_hidden_ratio", "0.25", "--network_def#mff_kernel_size", "1"),
+        model_key="fusion.fuse_first.fuse_in.weight",
+    ),
 }
 
 

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from PIL import Image
 from pydicom.data import get_testdata_file
 
@@ -221,6 +222,51 @@ def test_colour_cine_and_radiograph_dicom_folders_run(bundle, trained, inference
     assert cine.shape[-1] == 30  # the multi-frame file went slice by slice, frame by frame
     for name in expected:
         assert (infer_dir / f"{name.removesuffix('.dcm').removesuffix('.png')}_anomaly_map.nii.gz").is_file()
+
+
+#: Real ultrasound DICOM files (Modality US) in pydicom's wheel, and what makes each one awkward.
+ULTRASOUND_FILES = {
+    "examples_rgb_color.dcm": "RGB",
+    "examples_palette.dcm": "PALETTE COLOR: palette indices expanded through the file's lookup tables",
+    "examples_ybr_color.dcm": "YBR_FULL_422, JPEG baseline, 30 frames: a cine loop",
+    "examples_jpeg2k.dcm": "YBR_RCT, JPEG 2000",
+    "ExplVR_BigEnd.dcm": "RGB, explicit VR big endian",
+}
+
+
+def test_ultrasound_dicom_files_get_maps_and_scores(bundle, trained, inference_args, tmp_path):
+    out, _ = trained
+    folder = tmp_path / "ultrasound"
+    folder.mkdir()
+    for name in ULTRASOUND_FILES:
+        shutil.copy(get_testdata_file(name, download=False), folder / name)
+    whole = (folder / "examples_rgb_color.dcm").read_bytes()
+    (folder / "truncated.dcm").write_bytes(whole[: len(whole) // 2])  # its pixel data cut in half
+    infer_dir = tmp_path / "inference"
+    args = inference_args(out, folder, infer_dir) + list(bundle.spec.tiny_net)
+    # the model was trained on MRI: the ultrasound preset on it needs the explicit override
+    overrides = ["--modality", "ultrasound", "--allow_modality_mismatch", "true"]
+    result = bundle.run(*args, *overrides, config="inference.json", check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert _summary(result)[0].startswith("ERROR: InferenceFailed: 1 of 6 inputs failed")
+    failures = {r["image"]: r["reason"] for r in _rows(infer_dir / "failures.csv")}
+    assert list(failures) == ["truncated.dcm"] and "cannot read 'image' file" in failures["truncated.dcm"]
+    # the bad file cost the others nothing: each has its map in the preprocessed image's geometry, a mask and a score
+    scores = {r["image"]: r for r in _rows(infer_dir / "scores.csv")}
+    assert sorted(scores) == sorted(ULTRASOUND_FILES)
+    parser = ConfigParser()
+    parser.read_config(str(bundle.configs / "inference.json"))
+    parser.update({"modality": "ultrasound", "allow_modality_mismatch": True})
+    preprocessing = parser.get_parsed_content("preprocessing")
+    for name in ULTRASOUND_FILES:
+        image = preprocessing({"image": str(folder / name)})["image"]
+        amap = nib.load(infer_dir / f"{name.removesuffix('.dcm')}_anomaly_map.nii.gz")
+        mask = nib.load(infer_dir / f"{name.removesuffix('.dcm')}_anomaly_mask.nii.gz")
+        assert amap.shape == mask.shape == tuple(image.shape[1:]), name
+        values = amap.get_fdata()
+        assert np.isfinite(values).all() and values.std() > 0, name
+        assert np.isfinite(float(scores[name]["score"])) and scores[name]["anomalous"] in ("0", "1"), name
+    assert nib.load(infer_dir / "examples_ybr_color_anomaly_map.nii.gz").shape[-1] == 30  # one map per frame
 
 
 def test_inference_refuses_a_checkpoint_of_another_modality(bundle, trained, cohort, inference_args, tmp_path):

@@ -4,6 +4,8 @@ that decide scores and refuse bad inputs, without training (the end-to-end runs 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +14,9 @@ import torch.nn.functional as F
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor, decollate_batch
 from monai.transforms import Compose, SaveImaged
+
+from medad_monai.detectors.umiad_egmf import additive_anomaly_map, multiplicative_anomaly_map
+from medad_monai.scoring import top_k_mean
 
 ASPECT_SIZES = [(85, 103), (340, 412), (1360, 1648)]  # the same content at 1x, 4x and 16x the resolution
 
@@ -93,3 +98,62 @@ def test_inference_datalists_need_no_labels(bundle, tmp_path):
     parser = _parser(bundle, "inference.json", input=str(tmp_path / "list.json"))
     assert parser.get_parsed_content("datalist") == [{"image": str(tmp_path / "a.nii.gz")}]
     assert parser.get_parsed_content("data_root") == str(tmp_path)
+
+
+
+class _Recording(torch.nn.Module):
+    """A detector that records the inputs its two maps were computed from."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network, self.inputs = network, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    def anomaly_and_score_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.inputs.append(x)
+        return self.network.anomaly_and_score_maps(x)
+
+
+def test_umiad_egmf_localises_with_the_additive_map_and_scores_the_multiplicative_one(tmp_path):
+    """Validation and inference both score images on the paper's image-level (multiplicative) map, from the
+    pass that gives the additive pixel map."""
+    bundle = SimpleNamespace(configs=Path(__file__).resolve().parents[2] / "bundles" / "umiad_egmf" / "configs")
+    tiny = {"network_def#num_coupling_blocks": 1, "network_def#condition_channels": 8,
+            "network_def#subnet_hidden_ratio": 0.25, "network_def#mff_kernel_size": 1}
+    torch.manual_seed(0)
+    train = _parser(bundle, "train.json", **tiny)
+    network = train.get_parsed_content("network_def").eval()
+
+    def expected(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The additive map and the top-10 % mean of the multiplicative map, computed here from the latents."""
+        with torch.no_grad():
+            log_p = [-0.5 * u.square().mean(dim=1, keepdim=True) for u in network.latents(x)["latents"]]
+            return additive_anomaly_map(log_p, (64, 64)), top_k_mean(multiplicative_anomaly_map(log_p, (64, 64)), ratio=0.1)
+
+    # validation: batches at the network's size
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        output = {"image": image, "pred": train.get_parsed_content("validate#inferer")(image, network)}
+    post = train.get_parsed_content("validate#postprocessing")
+    items = [post(item) for item in decollate_batch(output)]
+    additive, scores = expected(image)
+    for item, pixel_map, score in zip(items, additive, scores):
+        torch.testing.assert_close(torch.as_tensor(item["pred"]), pixel_map)
+        assert float(item["score"]) == pytest.approx(float(score), rel=1e-5)
+    assert float(items[0]["score"]) != pytest.approx(float(top_k_mean(additive[:1], ratio=0.1)[0]), rel=1e-3)
+
+    # inference: an image of another size is scored on the network-size multiplicative map
+    (tmp_path / "threshold.json").write_text(json.dumps({"threshold": 0.5, "pixel_threshold": 0.5}))
+    parser = _parser(bundle, "inference.json", threshold_file=str(tmp_path / "threshold.json"),
+                     output_dir=str(tmp_path), data_root=str(tmp_path), **tiny)
+    recording = _Recording(network)
+    content = _content((85, 103))
+    with torch.no_grad():
+        output = {"image": content, "pred": parser.get_parsed_content("inferer")(content, recording)}
+    post = Compose([t for t in parser.get_parsed_content("postprocessing").transforms if not isinstance(t, SaveImaged)])
+    item = post(decollate_batch(output)[0])
+    _, score = expected(recording.inputs[0])
+    assert tuple(item["pred"].shape) == (1, 85, 103)
+    assert float(item["score"]) == pytest.approx(float(score[0]), rel=1e-5)

@@ -128,7 +128,9 @@ class UMIADEGMF(nn.Module):
        (MSFlow's normalisation) and stay comparable across images (one threshold for all).
     10. *Two maps, one output* (``eval_map``). The paper localises with the additive map and scores
        images on the multiplicative one; the detector contract returns one map. ``"additive"`` (default)
-       returns the pixel map; ``"multiplicative"`` the image-level map; :meth:`anomaly_maps` gives both.
+       returns the pixel map; ``"multiplicative"`` the image-level map; :meth:`anomaly_maps` gives both, and
+       :meth:`anomaly_and_score_maps` gives the returned map and the image-level map from one image, which is
+       how the bundle scores images on the multiplicative map while localising with the additive one.
 
     Args:
         image_size: input ``(H, W)``, multiples of 32.
@@ -284,6 +286,19 @@ class UMIADEGMF(nn.Module):
         """The map ``eval_map`` selects, smoothed by ``smoothing_sigma``: ``(B, 1, H, W)``."""
         additive, multiplicative = self.anomaly_maps(outputs)
         return gaussian_blur(additive if self.eval_map == "additive" else multiplicative, self.smoothing_sigma)
+
+    def anomaly_and_score_maps(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pixel map and the image-level map from one pass: each ``(B, 1, H, W)``, smoothed by ``smoothing_sigma``.
+
+        The first is what ``forward`` returns in ``eval()`` mode (``eval_map``); the second is always the
+        multiplicative map, which the paper's image score
+        (:class:`~medad_monai.detectors.umiad_egmf.scoring.UMIADEGMFImageScore`) pools. This is the
+        optional part of the detector contract (:mod:`medad_monai.detectors`) that the inferers call where
+        they return the map image scores are computed on.
+        """
+        additive, multiplicative = self.anomaly_maps(self.latents(image))
+        pixel = additive if self.eval_map == "additive" else multiplicative
+        return gaussian_blur(pixel, self.smoothing_sigma), gaussian_blur(multiplicative, self.smoothing_sigma)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | UMIADEGMFOutput:
         outputs = self.latents(image)

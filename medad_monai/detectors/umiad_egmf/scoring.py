@@ -77,8 +77,9 @@ class UMIADEGMFImageScore(AnomalyImageScore):
 
     The paper averages the ``N`` highest scores of its multiplicative map and does not give ``N``.
     ``top_k`` sets ``N`` directly; otherwise ``N = ceil(top_k_ratio * H * W)`` with MSFlow's 10 %.
-    The scorer pools whichever map it is given: the map of ``UMIADEGMF(eval_map="multiplicative")``
-    (the paper's image-level map) or the default additive pixel map.
+    The scorer pools whichever map it is given. The paper's image-level map is the multiplicative one:
+    ``UMIADEGMF.anomaly_and_score_maps`` returns it beside the pixel map, and the inferers hand it to the
+    scorer (the bundle's ``pred_network``); ``UMIADEGMF(eval_map="multiplicative")`` also returns it.
 
     Call with maps ``(B, 1, H, W)``; returns scores ``(B,)``.
     """

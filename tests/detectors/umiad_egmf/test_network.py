@@ -7,6 +7,7 @@ import torch
 
 from medad_monai.detectors import UMIADEGMF, UMIADEGMFImageScore, UMIADEGMFLoss
 from medad_monai.detectors.umiad_egmf import additive_anomaly_map, log_likelihood_map, multiplicative_anomaly_map
+from medad_monai.ops.filters import gaussian_blur
 
 SIZE = 64
 
@@ -46,6 +47,21 @@ def test_maps_follow_map_source_and_eval_map():
         log_p_raw = [log_likelihood_map(y) for y in outputs["flow_outputs"]]
         torch.testing.assert_close(raw.anomaly_maps(outputs)[0], additive_anomaly_map(log_p_raw, (SIZE, SIZE)))
         assert not torch.allclose(raw.anomaly_maps(outputs)[0], additive)  # the MFF changes the latents
+
+
+@pytest.mark.parametrize("eval_map", ["additive", "multiplicative"])
+def test_anomaly_and_score_maps_are_the_eval_map_and_the_multiplicative_map(eval_map):
+    # the bundle localises with the additive map and scores images on the multiplicative one, from one pass
+    net = _net(eval_map=eval_map, smoothing_sigma=1.0).eval()
+    image = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        pixel, score = net.anomaly_and_score_maps(image)
+        multiplicative = net.anomaly_maps(net.latents(image))[1]
+        torch.testing.assert_close(pixel, net(image))
+        torch.testing.assert_close(score, gaussian_blur(multiplicative, 1.0))
+    assert pixel.shape == score.shape == (2, 1, SIZE, SIZE)
+    if eval_map == "additive":
+        assert not torch.allclose(pixel, score)
 
 
 def test_a_shifted_region_raises_the_map_there():
