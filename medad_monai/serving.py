@@ -99,7 +99,10 @@ def run_bundle(
     data = parser.get_parsed_content("preprocessing")({"image": image_path})
     inferer = parser.get_parsed_content("inferer")
     with torch.no_grad():
-        data["pred"] = inferer(data["image"][None].to(device), network)[0].cpu()
+        pred = inferer(data["image"][None].to(device), network)
+    # an inferer may return several maps as a dict (e.g. ``pred`` and ``pred_network``): the
+    # bundle's postprocessing unpacks them (UnpackOutputd), as it does for the evaluator's items
+    data["pred"] = {k: v[0].cpu() for k, v in pred.items()} if isinstance(pred, dict) else pred[0].cpu()
     post = parser.get_parsed_content("postprocessing")
     data = Compose([t for t in post.transforms if not isinstance(t, SaveImaged)])(data)
     thresholds = json.loads(Path(parser.get_parsed_content("threshold_file")).read_text())

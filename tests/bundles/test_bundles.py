@@ -113,6 +113,35 @@ def test_inference_writes_maps_in_input_geometry_and_scores(bundle, trained, coh
     assert all(r["anomalous"] in ("0", "1") for r in scores) and _rows(infer_dir / "failures.csv") == []
 
 
+def test_serving_and_label_configs_score_an_image_as_inference_does(bundle, trained, cohort, inference_args, tmp_path):
+    """``serving.run_bundle`` (MONAI Deploy) and the MONAI Label copy (inference.json + label.json) give the
+    bundle's own inference score and mask for an image."""
+    from medad_monai.label import make_label_bundles
+    from medad_monai.serving import run_bundle
+
+    out, _ = trained
+    item = load_anomaly_datalist(cohort, "test")[-1]
+    folder = tmp_path / "one"
+    folder.mkdir()
+    image = Path(shutil.copy(item["image"], folder))
+    infer_dir = tmp_path / "inference"
+    bundle.run(*inference_args(out, folder, infer_dir), *bundle.spec.tiny_net, config="inference.json")
+    expected_score = float(_rows(infer_dir / "scores.csv")[0]["score"])
+    expected_mask = nib.load(_output(infer_dir, str(image), folder, "anomaly_mask")).get_fdata()
+    # a bundle folder holding the trained run's model and thresholds
+    root = tmp_path / "bundle"
+    shutil.copytree(bundle.configs, root / "configs")
+    shutil.copytree(out / "models", root / "models")
+    tiny = dict(zip(bundle.spec.tiny_net[::2], bundle.spec.tiny_net[1::2]))
+    overrides = {key.removeprefix("--"): json.loads(value) for key, value in tiny.items()}
+    served = run_bundle(root, image, device="cpu", overrides=overrides)
+    assert served.score == pytest.approx(expected_score, rel=1e-5, abs=1e-6)
+    np.testing.assert_array_equal(np.asarray(served.mask).squeeze(), expected_mask.squeeze())
+    label_root = next(iter(make_label_bundles(root, tmp_path / "label").values()))  # the 2D copy
+    labelled = run_bundle(label_root, image, device="cpu", overrides=overrides)
+    assert labelled.score == pytest.approx(expected_score, rel=1e-5, abs=1e-6)
+
+
 def test_volume_inference_keeps_volume_geometry(bundle, trained, cohort, inference_args):
     out, _ = trained
     infer_dir = out / "inference_volume"
