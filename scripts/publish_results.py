@@ -17,6 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+from medad_monai.data.demo import DEMO_GENERATOR_VERSION
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Figures copied from the report's overall metrics, rounded for the metadata.
 METRICS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "aupro")
@@ -34,14 +36,13 @@ def results_entry(report: dict, cohort: str, command: str) -> dict:
         raise KeyError(f"the report has no {missing}; it has {sorted(metrics)}.")
     counts = report["num_images"]
     entry = {
-        "dataset": f"embedded demo {cohort} cohort, test split: {counts['normal']} normal / "
-        f"{counts['abnormal']} abnormal slices",
+        "dataset": f"embedded demo {cohort} cohort (seed 0, generator version {DEMO_GENERATOR_VERSION}), test split: "
+        f"{counts['normal']} normal / {counts['abnormal']} abnormal slices",
         **{m: rounded(metrics[m]) for m in METRICS},
         "per_kind": {
             kind: {k: rounded(v) for k, v in values.items()} for kind, values in (report.get("per_kind") or {}).items()
         },
         "encoder_weights": report.get("encoder_weights"),
-        "checkpoint_epoch": report.get("epoch"),
         "datalist_sha256": (report.get("datalist") or {}).get("sha256"),
         "command": command,
     }

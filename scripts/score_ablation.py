@@ -33,10 +33,13 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=-0.025)
     parser.add_argument("--gamma", type=float, default=400.0)
     args, overrides = parser.parse_known_args()
+    overrides = overrides[1:] if overrides[:1] == ["--"] else overrides  # the usage's separator
+    if len(overrides) % 2:
+        raise SystemExit(f"bundle overrides come in pairs (--key value), got {overrides}.")
     config = ConfigParser()
     config.read_config(CONFIG)
     for key, value in zip(overrides[::2], overrides[1::2]):
-        config[key.lstrip("-")] = json.loads(value) if value[:1] in "[{0123456789-" or value in ("true", "false") else value
+        config[key.lstrip("-")] = json.loads(value) if value[:1] and value[:1] in "[{0123456789-" or value in ("true", "false") else value
     torch.set_flush_denormal(True)
     network = config.get_parsed_content("network_def")
     network.load_state_dict(torch.load(args.ckpt, map_location="cpu", weights_only=True)["model"])
