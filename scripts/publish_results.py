@@ -3,7 +3,8 @@
 The figures a bundle publishes are then exactly those of a report written by its
 ``evaluate.json``: overall metrics, metrics per lesion kind, the split's counts, the encoder
 weights, the datalist's hash, and the command that produced them. ``eval_metrics`` holds one
-entry per demo cohort (``brain_mri``, ``head_ct``); other cohorts' entries are kept.
+entry per demo cohort (``brain_mri``, ``head_ct``); other cohorts' entries are kept. Prints the figures as markdown
+table rows (overall, then per lesion kind) for the bundle docs.
 
 Usage::
 
@@ -70,10 +71,17 @@ def main() -> None:
     metadata = json.loads(metadata_path.read_text())
     previous = metadata.get("eval_metrics")
     results = previous if isinstance(previous, dict) and set(previous) <= {"brain_mri", "head_ct"} else {}
-    results[args.cohort] = results_entry(json.loads(args.report.read_text()), args.cohort, command)
+    report = json.loads(args.report.read_text())
+    results[args.cohort] = results_entry(report, args.cohort, command)
     metadata["eval_metrics"] = dict(sorted(results.items()))
     metadata_path.write_text(json.dumps(metadata, indent=4) + "\n")
     print(f"{metadata_path}: eval_metrics.{args.cohort} from {args.report}")
+    print("\n| test split | images | image AUROC | image AP | pixel AUROC | AUPRO |\n|---|---|---|---|---|---|")
+    rows = [("all", report["metrics"]), *sorted((report.get("per_kind") or {}).items())]
+    for kind, values in rows:
+        count = values.get("count", "")
+        cells = " | ".join(f"{values[m]:.3f}" for m in ("image_auroc", "image_ap", "pixel_auroc", "aupro"))
+        print(f"| {args.bundle}, {kind} | {count} | {cells} |")
 
 
 if __name__ == "__main__":
