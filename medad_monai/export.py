@@ -14,9 +14,10 @@ that loaded the same checkpoint. What it adds to a bare ``ckpt_export`` call:
 
 A traced detector is only as general as its trace: the image size and the device are fixed, and so
 is the chunk length of the pure-PyTorch selective scan, which the eager network adapts to the step
-sizes of each input (:func:`medad_monai.ops.selective_scan._chunk_length`). The trace uses half the
-chunk length of its example input, which leaves room for inputs with step sizes up to about twice
-as large before the scan loses accuracy; :func:`export_torchscript` checks the exported model on
+sizes of each input (:func:`medad_monai.ops.selective_scan._chunk_length`). While tracing, the scan
+uses chunks of 16 steps in a segment-sum form whose exponents cannot overflow whatever the step sizes
+(``_chunk_states_segsum``), so the exported model holds for inputs unlike the trace example;
+:func:`export_torchscript` still checks it against the eager network on
 inputs other than the trace example. On CUDA with mamba-ssm installed, export with
 ``MEDAD_SELECTIVE_SCAN_BACKEND=torch``: mamba-ssm's kernel cannot be traced.
 """
@@ -176,7 +177,7 @@ def export_torchscript(
     if result.max_abs_diff > atol:
         raise RuntimeError(
             f"the exported model {out} differs from the eager network by up to {result.max_abs_diff:.3g} "
-            f"(> atol {atol:g}); inputs whose selective-scan step sizes exceed those of the trace example "
-            "need a re-export on such inputs."
+            f"(> atol {atol:g}): the model does not trace faithfully; export it on another device or report the "
+            "network that fails."
         )
     return result

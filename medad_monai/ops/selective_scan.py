@@ -59,6 +59,8 @@ _LOG_DECAY_RANGE = 60.0
 # megabytes, with at least _MIN_CHUNK steps to spread the per-chunk overhead of large states.
 _CHUNK_ELEMENTS = 2**20
 _MIN_CHUNK, _MAX_CHUNK = 16, 64
+# Chunk length of a traced scan (TorchScript export): the segment-sum form costs O(T^2) per chunk.
+_TRACE_CHUNK = 16
 # On a GPU a chunk's time is its dozen kernel launches, not cache misses: chunks as long as the decays allow.
 _MAX_CHUNK_CUDA = 256
 
@@ -334,6 +336,26 @@ def _chunk_states(
     return out.cumsum_(-1).mul_(rel)
 
 
+def _chunk_states_segsum(x: torch.Tensor, log_decay: torch.Tensor, carry: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The states of one chunk, as :func:`_chunk_states`, in a form that no step size can overflow.
+
+    ``h_t = sum_{s<=t} exp(sum_{k=s+1..t} a_k) x'_s`` with ``a_k = log_decay[..., k]`` (``delta_k A``, never
+    positive) and ``x'`` the input terms ``x`` (B, N, D, T) with ``carry`` (B, N, D) added to the first step.
+    Every exponent is a sum of non-positive terms, formed as a segment sum (a masked running sum, not a
+    difference of running sums), so it stays exact and its exponential stays in [0, 1] whatever the step
+    sizes: O(T^2) work per chunk instead of O(T). Used while tracing (:func:`_scan_torch`), where the
+    chunk length is frozen into the graph and :func:`_chunk_length` cannot adapt it to each input.
+    """
+    steps = x.shape[-1]
+    xs = x.clone()
+    xs[..., 0] += carry
+    strictly_after = torch.ones(steps, steps, dtype=torch.bool, device=x.device).tril_(-1)  # [k, s]: k > s
+    # segment[..., t, s] = sum over k <= t of a_k [k > s]
+    segment = log_decay.unsqueeze(-1).expand(*log_decay.shape, steps).masked_fill(~strictly_after, 0.0).cumsum(-2)
+    weights = segment.exp_().masked_fill_(strictly_after.t(), 0.0)  # keep s <= t
+    return torch.matmul(weights, xs.unsqueeze(-1), out=out.unsqueeze(-1)).squeeze(-1)
+
+
 def _padded_chunks(
     dt: torch.Tensor, u: torch.Tensor, At: torch.Tensor, Bg: torch.Tensor, Cg: torch.Tensor, chunk: int
 ) -> tuple[torch.Tensor, torch.Tensor, _Decays, torch.Tensor, torch.Tensor]:
@@ -419,17 +441,23 @@ class _ChunkedScan(torch.autograd.Function):
     def forward(ctx, u, delta, At, Bg, Cg, D, z, delta_bias, delta_softplus, chunk):  # type: ignore[override]
         batch, dim, length = u.shape
         n_state = At.shape[1]
-        _, dt_u, decays, Bp, Cp = _padded_chunks(_step_sizes(delta, delta_bias, delta_softplus), u, At, Bg, Cg, chunk)
+        dt_p, dt_u, decays, Bp, Cp = _padded_chunks(_step_sizes(delta, delta_bias, delta_softplus), u, At, Bg, Cg, chunk)
         n_chunks = dt_u.shape[-1] // chunk
         ys = torch.empty_like(dt_u)
         carries = u.new_empty(n_chunks + 1, batch, n_state, dim)  # carries[i]: state before chunk i
         carries[0] = 0
         rel, states = (u.new_empty(batch, n_state, dim, chunk) for _ in range(2))
+        tracing = torch.jit.is_tracing()
         for i in range(n_chunks):
             start, stop = i * chunk, (i + 1) * chunk
-            decays.relative(i, out=rel)
             x = _outer(dt_u[..., start:stop], _time_slice(Bp, start, stop), out=states)
-            _chunk_states(x, rel, decays.first[..., i] * carries[i], out=states)
+            carry = decays.first[..., i] * carries[i]
+            if tracing:  # the frozen chunk length must hold for any input's step sizes
+                _chunk_states_segsum(x, dt_p[:, None, :, start:stop] * At, carry, out=rel)
+                states.copy_(rel)
+            else:
+                decays.relative(i, out=rel)
+                _chunk_states(x, rel, carry, out=states)
             carries[i + 1] = states[..., -1]
             _inner(states, _time_slice(Cp, start, stop), scratch=states, out=ys[..., start:stop])
         y = ys[..., :length]
@@ -525,8 +553,8 @@ def _scan_torch(
     u_c, delta_c, D_c, z_c, bias_c = (prepare(x) for x in (u, delta, D, z, delta_bias))
     with torch.no_grad():
         chunk = _chunk_length(delta_c, bias_c, delta_softplus, A)
-    if torch.jit.is_tracing():  # a trace freezes the chunk length: halve it, for inputs with larger step sizes
-        chunk = max(1, chunk // 2)
+    if torch.jit.is_tracing():  # the trace freezes the chunk: a length any step size allows (see _chunk_states_segsum)
+        chunk = min(u_c.shape[-1], _TRACE_CHUNK)
     At = A.to(dtype).t()[None, :, :, None].contiguous()
     args = (u_c, delta_c, At, _as_groups(B, dtype), _as_groups(C, dtype), D_c, z_c, bias_c, delta_softplus, chunk)
     if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):

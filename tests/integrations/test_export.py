@@ -78,7 +78,7 @@ def test_bare_ckpt_export_command(tiny_bundle, tmp_path):
 @pytest.mark.parametrize("length", [7, 300])
 def test_traced_selective_scan_matches_autograd_scan(length):
     """Without autograd (inference, tracing) the torch backend runs its chunked forward directly."""
-    from medad_monai.ops.selective_scan import selective_scan_fn
+    from medad_monai.ops.selective_scan import selective_scan_fn, selective_scan_ref
 
     g = torch.Generator().manual_seed(0)
     u, delta = (torch.randn(2, 8, length, generator=g) for _ in range(2))
@@ -96,4 +96,8 @@ def test_traced_selective_scan_matches_autograd_scan(length):
         traced = torch.jit.trace(lambda *a: scan(*a), (u, delta, A, B, C), check_trace=False)
         u2 = torch.randn(2, 8, length, generator=g)
         assert (traced(u2, delta, A, B, C) - scan(u2, delta, A, B, C)).abs().max() <= 1e-5
+        # step sizes 20 times those of the trace (and a batch of another size): the frozen chunks still hold
+        u3, delta3, B3, C3 = u2[:1], delta[:1] * 20 + 20, B[:1], C[:1]
+        reference = selective_scan_ref(u3, delta3, A, B3, C3, D=D, delta_bias=bias, delta_softplus=True)
+        assert (traced(u3, delta3, A, B3, C3) - reference).abs().max() <= 1e-4
     assert torch.allclose(without, with_grad.detach(), atol=0, rtol=0)
