@@ -340,7 +340,8 @@ def _chunk_states_segsum(x: torch.Tensor, log_decay: torch.Tensor, carry: torch.
     """The states of one chunk, as :func:`_chunk_states`, in a form that no step size can overflow.
 
     ``h_t = sum_{s<=t} exp(sum_{k=s+1..t} a_k) x'_s`` with ``a_k = log_decay[..., k]`` (``delta_k A``, never
-    positive) and ``x'`` the input terms ``x`` (B, N, D, T) with ``carry`` (B, N, D) added to the first step.
+    positive) and ``x'`` the input terms ``x`` (B, N, D, T) with ``carry`` (B, N, D) added to the first step
+    (``out`` may be ``x``: it is copied first).
     Every exponent is a sum of non-positive terms, formed as a segment sum (a masked running sum, not a
     difference of running sums), so it stays exact and its exponential stays in [0, 1] whatever the step
     sizes: O(T^2) work per chunk instead of O(T). Used while tracing (:func:`_scan_torch`), where the
@@ -453,8 +454,7 @@ class _ChunkedScan(torch.autograd.Function):
             x = _outer(dt_u[..., start:stop], _time_slice(Bp, start, stop), out=states)
             carry = decays.first[..., i] * carries[i]
             if tracing:  # the frozen chunk length must hold for any input's step sizes
-                _chunk_states_segsum(x, dt_p[:, None, :, start:stop] * At, carry, out=rel)
-                states.copy_(rel)
+                _chunk_states_segsum(x, dt_p[:, None, :, start:stop] * At, carry, out=states)
             else:
                 decays.relative(i, out=rel)
                 _chunk_states(x, rel, carry, out=states)
