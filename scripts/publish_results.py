@@ -18,7 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
-from medad_monai.data.demo import DEMO_GENERATOR_VERSION
+from medad_monai.data.demo import DEMO_GENERATOR_VERSION, DEMO_MODALITIES
+from medad_monai.handlers.utils import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Figures copied from the report's overall metrics, rounded for the metadata.
@@ -36,7 +37,7 @@ def results_entry(report: dict, cohort: str, command: str) -> dict:
     if missing:
         raise KeyError(f"the report has no {missing}; it has {sorted(metrics)}.")
     counts = report["num_images"]
-    entry = {
+    return {
         "dataset": f"embedded demo {cohort} cohort (seed 0, generator version {DEMO_GENERATOR_VERSION}), test split: "
         f"{counts['normal']} normal / {counts['abnormal']} abnormal slices",
         **{m: rounded(metrics[m]) for m in METRICS},
@@ -47,13 +48,12 @@ def results_entry(report: dict, cohort: str, command: str) -> dict:
         "datalist_sha256": (report.get("datalist") or {}).get("sha256"),
         "command": command,
     }
-    return entry
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", required=True, help="bundle folder name under bundles/")
-    parser.add_argument("--cohort", required=True, choices=("brain_mri", "head_ct"))
+    parser.add_argument("--cohort", required=True, choices=DEMO_MODALITIES)
     parser.add_argument("--report", required=True, type=Path, help="evaluation_report.json of evaluate.json")
     parser.add_argument("--command", default=None, help="the command that produced the report")
     args = parser.parse_args()
@@ -70,11 +70,11 @@ def main() -> None:
     )
     metadata = json.loads(metadata_path.read_text())
     previous = metadata.get("eval_metrics")
-    results = previous if isinstance(previous, dict) and set(previous) <= {"brain_mri", "head_ct"} else {}
+    results = previous if isinstance(previous, dict) and set(previous) <= set(DEMO_MODALITIES) else {}
     report = json.loads(args.report.read_text())
     results[args.cohort] = results_entry(report, args.cohort, command)
     metadata["eval_metrics"] = dict(sorted(results.items()))
-    metadata_path.write_text(json.dumps(metadata, indent=4) + "\n")
+    write_text(metadata_path, json.dumps(metadata, indent=4) + "\n")
     print(f"{metadata_path}: eval_metrics.{args.cohort} from {args.report}")
     print("\n| test split | images | image AUROC | image AP | pixel AUROC | AUPRO |\n|---|---|---|---|---|---|")
     rows = [("all", report["metrics"]), *sorted((report.get("per_kind") or {}).items())]
