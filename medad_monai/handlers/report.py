@@ -62,7 +62,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         "| item | value |",
         "|---|---|",
         f"| timestamp (UTC) | {report['timestamp']} |",
-        f"| epoch | {report['epoch']} |",
+        f"| evaluator epoch | {report['epoch']} |",
+        f"| training epoch of the thresholds | {_fmt(report.get('thresholds_epoch'))} |",
         f"| images (normal / abnormal) | {counts['normal']} / {counts['abnormal']} |",
     ]
     lines.append(f"| encoder weights | {_fmt(report.get('encoder_weights'))} |")
@@ -101,7 +102,8 @@ class EvaluationReportHandler:
     this handler (``engine.state.per_kind_metrics``); the encoder weights the evaluated network was built from
     (``network.encoder.weights_source``, read at report time, i.e. after the checkpoint was loaded); the
     checkpoint path and its SHA-256; the datalist path and its SHA-256; the UTC
-    timestamp, the engine epoch and the versions of medad-monai, MONAI, PyTorch and Ignite. The files of a
+    timestamp, the engine epoch, the training epoch recorded with the thresholds (``thresholds_epoch``, None
+    without one) and the versions of medad-monai, MONAI, PyTorch and Ignite. The files of a
     re-run with the same ``output_dir`` and ``filename`` are replaced (written atomically); give another
     ``filename`` or directory to keep both.
 
@@ -169,11 +171,15 @@ class EvaluationReportHandler:
     def build_report(self, engine: Engine) -> dict[str, Any]:
         """The report of the evaluation that ``engine`` just completed, as a JSON-serialisable dict."""
         labels = gather_1d(np.concatenate(self._labels)) if self._labels else np.zeros(0)
+        thresholds = None if self.threshold_source is None else resolve_thresholds(self.threshold_source)
         return {
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "epoch": int(engine.state.epoch),
+            # the evaluator's own epoch is 1 in a stand-alone evaluation: the training epoch whose
+            # validation calibrated the thresholds (and chose the checkpoint saved with them) is the one a reader wants
+            "thresholds_epoch": (thresholds or {}).get("epoch"),
             "metrics": {k: _json_value(v, k) for k, v in engine.state.metrics.items()},
-            "thresholds": None if self.threshold_source is None else resolve_thresholds(self.threshold_source),
+            "thresholds": thresholds,
             "num_images": {
                 "normal": int(np.sum(labels == 0)),
                 "abnormal": int(np.sum(labels == 1)),

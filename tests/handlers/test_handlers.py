@@ -348,7 +348,7 @@ def test_evaluation_report(tmp_path, test_items):
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"test": []}))
     threshold_json = tmp_path / "threshold.json"
-    calibration = {"threshold": 0.7, "method": "fpr", "target_fpr": 0.05, "pixel_threshold": 0.4}
+    calibration = {"threshold": 0.7, "method": "fpr", "target_fpr": 0.05, "pixel_threshold": 0.4, "epoch": 12}
     threshold_json.write_text(json.dumps(calibration))
     out = tmp_path / "eval"
     handler = EvaluationReportHandler(
@@ -373,6 +373,9 @@ def test_evaluation_report(tmp_path, test_items):
     markdown = (out / "evaluation_report.md").read_text()
     assert f"| image_auroc | {evaluator.state.metrics['image_auroc']:.6g} |" in markdown
     assert report["checkpoint"]["sha256"] in markdown and "| 8 / 8 |" in markdown
+    # the training epoch of the thresholds, not the stand-alone evaluator's epoch 1
+    assert report["epoch"] == 1 and report["thresholds_epoch"] == 12
+    assert "| training epoch of the thresholds | 12 |" in markdown
     checkpoint.unlink()
     with pytest.raises(FileNotFoundError, match="model.pt"):
         make_evaluator(test_items, handlers=[EvaluationReportHandler(str(out), checkpoint_path=str(checkpoint))]).run()
