@@ -35,6 +35,7 @@ __all__ = [
     "InvertMonochrome1d",
     "ModalityRescaled",
     "N4BiasFieldCorrectiond",
+    "PercentileScaled",
     "RobustNormalized",
     "SectorCropd",
     "VOIWindowd",
@@ -206,6 +207,62 @@ class RobustNormalized(MapTransform):
                         f"'{key}' from {image_source(img)}: channel {c} foreground percentiles are equal ({lo})."
                     )
                 channels.append(ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True)(channel[None]))
+            d[key] = torch.cat(channels, dim=0)
+        return d
+
+
+class PercentileScaled(MapTransform):
+    """Scale each channel so that the ``percentile``-th percentile of its foreground (pixels
+    ``> threshold``) becomes ``target``; nothing is clipped and the background's zero stays zero.
+
+    A lesion-robust alternative to :class:`RobustNormalized` for skull-stripped MRI: a bright
+    lesion covering less than half of the brain moves neither the median nor anything else, where
+    a 99.5th percentile set by the lesion darkens the rest of the slice and clips the lesion's
+    brightest part. MONAI has no such transform (``ScaleIntensityRangePercentiles`` takes the
+    whole image and maps two percentiles, ``NormalizeIntensity(nonzero=True)`` uses the mean and
+    standard deviation, which the lesion moves). Shape unchanged.
+
+    Args:
+        keys: keys of images.
+        percentile: the reference percentile of the foreground, in (0, 100].
+        target: the value the reference is scaled to, > 0.
+        threshold: foreground is ``value > threshold``.
+        allow_missing_keys: skip keys absent from the data.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        percentile: float = 50.0,
+        target: float = 0.5,
+        threshold: float = 0.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0.0 < percentile <= 100.0:
+            raise ValueError(f"percentile={percentile} must be in (0, 100].")
+        if target <= 0.0:
+            raise ValueError(f"target={target} must be > 0.")
+        self.percentile, self.target, self.threshold = percentile, target, threshold
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key].to(torch.float32)
+            channels = []
+            for c, channel in enumerate(img):
+                foreground = channel[channel > self.threshold]
+                if foreground.numel() == 0:
+                    raise ValueError(
+                        f"'{key}' from {image_source(img)}: channel {c} has no pixel > threshold {self.threshold}."
+                    )
+                reference = float(percentile(foreground, self.percentile))
+                if reference <= 0.0:
+                    raise ValueError(
+                        f"'{key}' from {image_source(img)}: channel {c} has its foreground {self.percentile}th "
+                        f"percentile at {reference}, not > 0: set a threshold that leaves the background out."
+                    )
+                channels.append(channel[None] * (self.target / reference))
             d[key] = torch.cat(channels, dim=0)
         return d
 

@@ -45,6 +45,7 @@ from medad_monai.transforms.intensity import (
     InvertMonochrome1d,
     ModalityRescaled,
     N4BiasFieldCorrectiond,
+    PercentileScaled,
     RobustNormalized,
     SectorCropd,
     VOIWindowd,
@@ -142,10 +143,20 @@ def mri_transforms(
     n4_iterations: Sequence[int] = (50, 50, 50, 50),
     crop_foreground: bool = True,
     crop_margin: int = 0,
+    scaling: str = "range",
 ) -> list[Callable]:
     """MRI to [0, 1]: grey (:class:`ColorToGrayd`: colour exports of MR images), optional N4
     (:class:`N4BiasFieldCorrectiond`), crop of image and mask to the foreground ``> threshold``
-    (``monai.transforms.CropForegroundd``), foreground percentile scaling (:class:`RobustNormalized`)."""
+    (``monai.transforms.CropForegroundd``), then the foreground's intensity scaling:
+
+    - ``scaling="range"``: the ``lower`` / ``upper`` percentiles to 0 / 1, clipped outside
+      (:class:`RobustNormalized`); for any MRI, skull-stripped or not;
+    - ``scaling="median"``: the median to 0.5, unclipped (:class:`PercentileScaled`); for
+      skull-stripped brain MRI (the foreground is the brain), where a lesion then changes neither
+      the scale of the rest of the slice nor its own brightest part (``lower`` / ``upper`` unused).
+    """
+    if scaling not in ("range", "median"):
+        raise ValueError(f"scaling must be 'range' or 'median', got {scaling!r}.")
     steps: list[Callable] = [ColorToGrayd(image_key)]
     if n4:
         steps.append(N4BiasFieldCorrectiond(image_key, n4_shrink_factor, n4_iterations, threshold))
@@ -159,7 +170,10 @@ def mri_transforms(
                 allow_missing_keys=True,
             )
         )
-    steps.append(RobustNormalized(image_key, lower, upper, threshold))
+    if scaling == "median":
+        steps.append(PercentileScaled(image_key, 50.0, 0.5, threshold))
+    else:
+        steps.append(RobustNormalized(image_key, lower, upper, threshold))
     return steps
 
 

@@ -35,6 +35,7 @@ from medad_monai.transforms import (
     ModalityRescaled,
     N4BiasFieldCorrectiond,
     ReadImaged,
+    PercentileScaled,
     RobustNormalized,
     SectorCropd,
     ValidateImaged,
@@ -250,6 +251,45 @@ def test_robust_normalization_within_foreground():
         RobustNormalized("image", threshold=1e6)({"image": MetaTensor(image)})
     with pytest.raises(ValueError, match="lower"):
         RobustNormalized("image", lower=60.0, upper=40.0)
+
+
+def test_median_scaling_ignores_a_bright_lesion_and_clips_nothing():
+    rng = np.random.default_rng(3)
+    brain = np.zeros((1, 40, 40), dtype=np.float32)
+    brain[0, 5:35, 5:35] = rng.normal(800.0, 40.0, (30, 30))
+    lesioned = brain.copy()
+    lesioned[0, 10:16, 10:16] *= 1.8  # 4 % of the brain, far brighter than the rest
+    scale = PercentileScaled("image")
+    clean = scale({"image": MetaTensor(brain)})["image"]
+    out = scale({"image": MetaTensor(lesioned)})["image"]
+    np.testing.assert_allclose(float(np.median(clean.numpy()[brain > 0])), 0.5, atol=1e-4)
+    # the rest of the slice keeps its scale (the median moves by a few pixels' worth at most),
+    # the lesion keeps its contrast, the background stays zero
+    np.testing.assert_allclose(out[0, 20:, 20:].numpy(), clean[0, 20:, 20:].numpy(), rtol=0.02)
+    np.testing.assert_allclose(out[0, 10:16, 10:16].numpy() / clean[0, 10:16, 10:16].numpy(), 1.8, rtol=0.02)
+    assert float(out[0, 0, 0]) == 0.0
+    # the range scaling, by contrast, darkens the slice and clips the lesion
+    ranged = RobustNormalized("image")({"image": MetaTensor(lesioned)})["image"]
+    assert float((ranged[0, 10:16, 10:16] == 1.0).float().mean()) > 0.1
+    with pytest.raises(ValueError, match="no pixel > threshold"):
+        scale({"image": MetaTensor(np.zeros((1, 4, 4), np.float32))})
+    with pytest.raises(ValueError, match="percentile"):
+        PercentileScaled("image", percentile=0.0)
+    with pytest.raises(ValueError, match="target"):
+        PercentileScaled("image", target=0.0)
+
+
+def test_mri_preset_scaling_choice():
+    image = np.zeros((1, 32, 32), dtype=np.float32)
+    image[0, 4:28, 4:28] = 100.0
+    image[0, 8:12, 8:12] = 300.0
+    plain = {"spatial_size": (32, 32), "channels": 1, "mean": (0.0,), "std": (1.0,), "load": False, "crop_foreground": False}
+    ranged = modality_preset("mri", **plain)({"image": MetaTensor(image)})
+    median = modality_preset("mri", **plain, scaling="median")({"image": MetaTensor(image)})
+    assert float(ranged["image"].max()) <= 1.0 + 1e-6
+    assert float(median["image"].max()) > 1.0  # 300 / 100 * 0.5, unclipped, before the common tail
+    with pytest.raises(ValueError, match="scaling"):
+        modality_preset("mri", **plain, scaling="zscore")
 
 
 def test_n4_removes_smooth_bias_field():
