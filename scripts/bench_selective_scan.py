@@ -1,8 +1,8 @@
 """Speed of the selective-scan backends (medad_monai.ops.selective_scan).
 
-Times the chunked pure-PyTorch backend ("torch") against the sequential reference
-("reference": one step of the recurrence per position on step-major tensors) on the same
-inputs, forward only (under ``torch.no_grad``) and forward plus backward, and prints the
+Times the compiled CPU kernel ("cpu", when it builds) and the chunked pure-PyTorch backend
+("torch") against the sequential reference ("reference": one step of the recurrence per
+position on step-major tensors) on the same inputs, forward only (under ``torch.no_grad``) and forward plus backward, and prints the
 parity of outputs and gradients, the median of a few interleaved repeats and the
 speed-ups. The goal on CPU at the default shape is a forward speed-up of at least 5x and
 a forward+backward speed-up of at least 3x.
@@ -91,9 +91,12 @@ def main() -> None:
 
     inputs = make_inputs(args.batch, args.dim, args.state, args.length, args.device, args.seed)
     cotangent = torch.randn_like(inputs["u"])
+    available = available_backends()
     backends = ["torch", "reference"]
-    if args.device == "cuda" and "cuda" in available_backends():
+    if args.device == "cuda" and "cuda" in available:
         backends.insert(0, "cuda")
+    if args.device == "cpu" and "cpu" in available:
+        backends.insert(0, "cpu")
 
     print(
         f"selective scan, B={args.batch} D={args.dim} N={args.state} L={args.length}, input-dependent B/C, "

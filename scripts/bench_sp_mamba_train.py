@@ -12,17 +12,22 @@ Prints:
    (9 per batch, channel, state and position), elementwise work not counted; the backward pass
    is counted as twice the forward work of the trainable parts (fusion, prototypes, decoder),
    the usual convention (the frozen encoder has no backward pass).
-3. Training epochs at each ``--sizes`` (default 64, 96, 128), with and without the encoder
-   feature cache, side by side: ``--train-images`` random training images (the demo cohort has
-   300) at batch 16 plus a validation pass over ``--val-images`` (80). Epoch 1 fills the cache,
-   later epochs read it; the steady-state speed-up is epoch 2's.
+3. Training epochs at each ``--sizes`` (default 64, 96, 128), side by side: the ``"torch"``
+   scan backend without the encoder feature cache (the starting point), with it, and the
+   compiled ``"cpu"`` scan backend with it (the bundle's default on CPU); ``--train-images``
+   random training images (the demo cohort has 300) at batch 16 plus a validation pass over
+   ``--val-images`` (80). Epoch 1 fills the cache, later epochs read it; the steady-state
+   speed-up is epoch 2's, against the first configuration.
 
-Usage: ``python scripts/bench_sp_mamba_train.py [--sizes 64 96 128] [--threads 2] [--epochs 2]``
+The profile runs once per ``--backends`` (default ``torch cpu``).
+
+Usage: ``python scripts/bench_sp_mamba_train.py [--sizes 64 96 128] [--threads 2] [--epochs 2] [--backends torch cpu]``
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -35,6 +40,7 @@ import medad_monai.networks.blocks.ss2d as ss2d_module
 from medad_monai.detectors.sp_mamba import SPMamba, SPMambaLoss
 from medad_monai.networks.blocks import SS2D
 from medad_monai.ops import selective_scan as scan_module
+from medad_monai.ops import selective_scan_cpu
 
 #: ``network_def`` of bundles/sp_mamba/configs/train.json (image size and smoothing set per run).
 BUNDLE_NETWORK = {"encoder_depth": 34, "encoder_weights": "random", "decoder_depths": (3, 4, 6, 3),
@@ -61,7 +67,8 @@ class ScanTimer:
     def __init__(self) -> None:
         self.seconds: dict[tuple[str, int], float] = defaultdict(float)
         self._fn = ss2d_module.selective_scan_fn
-        self._backward = scan_module._ChunkedScan.backward
+        self._backwards = {scan_module._ChunkedScan: scan_module._ChunkedScan.backward,
+                           selective_scan_cpu.CompiledScan: selective_scan_cpu.CompiledScan.backward}
 
     def __enter__(self) -> ScanTimer:
         timer = self
@@ -72,19 +79,24 @@ class ScanTimer:
             timer.seconds["forward", u.shape[-1]] += time.perf_counter() - start
             return out
 
-        def backward(ctx, *grads):
-            start = time.perf_counter()
-            out = timer._backward(ctx, *grads)
-            timer.seconds["backward", grads[0].shape[-1]] += time.perf_counter() - start
-            return out
+        def timed(original):
+            def backward(ctx, *grads):
+                start = time.perf_counter()
+                out = original(ctx, *grads)
+                timer.seconds["backward", grads[0].shape[-1]] += time.perf_counter() - start
+                return out
+
+            return staticmethod(backward)
 
         ss2d_module.selective_scan_fn = forward
-        scan_module._ChunkedScan.backward = staticmethod(backward)
+        for function, original in self._backwards.items():
+            function.backward = timed(original)
         return self
 
     def __exit__(self, *exc) -> None:
         ss2d_module.selective_scan_fn = self._fn
-        scan_module._ChunkedScan.backward = staticmethod(self._backward)
+        for function, original in self._backwards.items():
+            function.backward = staticmethod(original)
 
 
 def scan_flops(net: SPMamba, batch: int) -> dict[int, float]:
@@ -181,14 +193,15 @@ def build(size: int, cache: bool, seed: int = 0) -> tuple[SPMamba, SPMambaLoss, 
     return net.train(), SPMambaLoss(), optimizer
 
 
-def profile(size: int, batch: int, repeats: int, peak: float) -> None:
+def profile(size: int, batch: int, repeats: int, peak: float, backend: str) -> None:
+    os.environ[scan_module.BACKEND_ENV_VAR] = backend
     net, loss_fn, optimizer = build(size, cache=False)
     images = torch.randn(batch, 3, size, size)
     runs = [timed_step(net, loss_fn, optimizer, images) for _ in range(repeats + 1)][1:]
     median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     flops = counted_flops(net, images)
     total = sum(median[k] for k in median if "scan" not in k)
-    print(f"\nprofile of one training step, {size} x {size}, batch {batch} (median of {repeats}):")
+    print(f"\nprofile of one training step, {size} x {size}, batch {batch}, scan backend {backend!r} (median of {repeats}):")
     print("| part | ms | share | GFLOP | GFLOP/s |\n|---|---|---|---|---|")
     rows = ["encoder", "fusion", "prototypes"]
     for i in range(4):
@@ -211,11 +224,13 @@ def profile(size: int, batch: int, repeats: int, peak: float) -> None:
 
 
 def run_epochs(nets: dict[str, tuple], size: int, train: torch.Tensor, val: torch.Tensor, batch: int, epochs: int):
-    """Epoch times of every configuration, interleaved epoch by epoch so that load hits them alike."""
+    """Epoch times of every configuration ``name: (scan backend, (net, loss, optimizer))``, interleaved
+    epoch by epoch so that load hits them alike."""
     times = {name: [] for name in nets}
     for epoch in range(epochs):
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch))
-        for name, (net, loss_fn, optimizer) in nets.items():
+        for name, (backend, (net, loss_fn, optimizer)) in nets.items():
+            os.environ[scan_module.BACKEND_ENV_VAR] = backend
             start = time.perf_counter()
             net.train()
             for i in range(0, len(train), batch):
@@ -241,13 +256,15 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=80)
     parser.add_argument("--skip-profile", action="store_true")
     parser.add_argument("--skip-epochs", action="store_true")
+    parser.add_argument("--backends", nargs="+", choices=["torch", "cpu"], default=["torch", "cpu"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as the bundles do
     peak = matmul_gflops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; 2048 x 2048 float32 matmul: {peak:.1f} GFLOP/s")
     if not args.skip_profile:
-        profile(args.sizes[0], args.batch, args.repeats, peak)
+        for backend in args.backends:
+            profile(args.sizes[0], args.batch, args.repeats, peak, backend)
     if args.skip_epochs:
         return
     print(f"\nepochs: {args.train_images} training images (batch {args.batch}) + {args.val_images} validation images")
@@ -256,9 +273,13 @@ def main() -> None:
         gen = torch.Generator().manual_seed(size)
         train = torch.randn(args.train_images, 3, size, size, generator=gen)
         val = torch.randn(args.val_images, 3, size, size, generator=gen)
-        nets = {"no cache": build(size, cache=False), "feature cache": build(size, cache=True)}
+        nets = {
+            "torch scan, no cache": ("torch", build(size, cache=False)),
+            "torch scan, feature cache": ("torch", build(size, cache=True)),
+            "cpu scan, feature cache": ("cpu", build(size, cache=True)),
+        }
         times = run_epochs(nets, size, train, val, args.batch, args.epochs)
-        base = times["no cache"][-1]
+        base = times["torch scan, no cache"][-1]
         for name, t in times.items():
             print(f"| {size} | {name} | {t[0]:.1f} | {t[-1]:.1f} | {base / t[-1]:.2f}x |")
 

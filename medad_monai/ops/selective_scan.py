@@ -18,8 +18,11 @@ Backends (callers never branch on them):
   imports and the tensors are float32/float16/bfloat16 on a CUDA device. It is
   imported lazily, so CPU code never touches mamba-ssm. Like mamba-ssm itself, it
   ignores the gradient of ``last_state``.
+- ``"cpu"``: this project's compiled CPU kernel
+  (:mod:`medad_monai.ops.selective_scan_cpu`), built on first use with a C++ compiler;
+  the fastest on CPU, used for CPU tensors when it builds and nothing is being traced.
 - ``"torch"``: this project's chunked pure-PyTorch scan (:class:`_ChunkedScan`),
-  used everywhere else. The sequence is cut into chunks; inside a chunk the
+  used everywhere else (and while tracing: its operations are what a trace records). The sequence is cut into chunks; inside a chunk the
   recurrence is solved in closed form from cumulative sums of the log-decays and of
   the rescaled inputs, and one small carry state passes sequentially from chunk to
   chunk. The chunk length adapts to the largest decay so that nothing overflows
@@ -32,7 +35,7 @@ Backends (callers never branch on them):
 
 ``backend`` picks one explicitly; otherwise the environment variable
 ``MEDAD_SELECTIVE_SCAN_BACKEND`` does; otherwise ``"auto"`` chooses ``"cuda"`` when it
-can run and ``"torch"`` when not. :func:`available_backends` lists what can run here.
+can run, else ``"cpu"`` when it can, else ``"torch"``. :func:`available_backends` lists what can run here.
 """
 
 from __future__ import annotations
@@ -47,10 +50,12 @@ import torch.nn.functional as F
 from monai.utils import OptionalImportError, optional_import
 from torch.autograd.function import once_differentiable
 
+from medad_monai.ops.selective_scan_cpu import CompiledScan, kernel_error, load_kernel
+
 __all__ = ["BACKEND_ENV_VAR", "available_backends", "selective_scan_fn", "selective_scan_ref"]
 
 BACKEND_ENV_VAR = "MEDAD_SELECTIVE_SCAN_BACKEND"
-_BACKENDS = ("auto", "cuda", "torch", "reference")
+_BACKENDS = ("auto", "cuda", "cpu", "torch", "reference")
 _CUDA_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Largest |sum of delta * A| over one chunk of the torch backend (see _chunk_length).
@@ -80,9 +85,12 @@ def _mamba_kernel() -> Callable | None:
 def available_backends() -> list[str]:
     """Backends that can run in this environment, fastest first.
 
-    ``"cuda"`` is listed when mamba-ssm imports and a CUDA device is present.
+    ``"cuda"`` is listed when mamba-ssm imports and a CUDA device is present, ``"cpu"`` when the
+    compiled CPU kernel builds (which this call does, once, if it has not been tried yet).
     """
     backends = ["torch", "reference"]
+    if load_kernel() is not None:
+        backends.insert(0, "cpu")
     if torch.cuda.is_available() and _mamba_kernel() is not None:
         backends.insert(0, "cuda")
     return backends
@@ -98,7 +106,20 @@ def _resolve_backend(backend: str | None, u: torch.Tensor) -> str:
         raise ValueError(f"{source} must be one of {', '.join(_BACKENDS)}; got {backend!r}.")
     cuda_ok = u.is_cuda and u.dtype in _CUDA_KERNEL_DTYPES and _mamba_kernel() is not None
     if backend == "auto":
-        return "cuda" if cuda_ok else "torch"
+        if cuda_ok:
+            return "cuda"
+        # a trace records tensor operations, and the compiled kernel is one opaque call
+        return "cpu" if u.device.type == "cpu" and not torch.jit.is_tracing() and load_kernel() is not None else "torch"
+    if backend == "cpu":
+        if u.device.type != "cpu":
+            raise ValueError(f"{source} asks for 'cpu', which needs CPU tensors; u is on {u.device}.")
+        if torch.jit.is_tracing():
+            raise ValueError(f"{source} asks for 'cpu', which a trace cannot record: use 'torch' while tracing.")
+        if load_kernel() is None:
+            raise OptionalImportError(
+                f"{source} asks for 'cpu', but the compiled CPU selective scan could not be built "
+                f"({kernel_error()}); it needs a C++ compiler and ninja. Use 'torch' instead."
+            )
     if backend == "cuda" and not cuda_ok:
         if _mamba_kernel() is None:
             raise OptionalImportError(
@@ -566,6 +587,43 @@ def _scan_torch(
 
 
 # ----------------------------------------------------------------------------------------------
+# "cpu" backend
+# ----------------------------------------------------------------------------------------------
+
+
+def _scan_cpu(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    return_last_state: bool,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The compiled kernel (:mod:`medad_monai.ops.selective_scan_cpu`); B and C of different forms
+    (one shared over time, say, the other not) go to the ``"torch"`` backend, since the kernel reads
+    both with one layout and broadcasting one to the other's would copy it L or B times."""
+    dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    Bs, Cs = (_as_groups(x, dtype).permute(0, 2, 3, 1).contiguous() for x in (B, C))  # (B or 1, G, L or 1, N)
+    if Bs.shape != Cs.shape:
+        return _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+    def prepare(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.to(dtype).contiguous()
+
+    args = (*(prepare(x) for x in (u, delta, A)), Bs, Cs, *(prepare(x) for x in (D, z, delta_bias)), delta_softplus)
+    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        out, last_state = CompiledScan.apply(*args)
+    else:
+        out, last_state = CompiledScan.forward(_NoGradContext(), *args)
+    out = out.to(u.dtype)
+    return (out, last_state) if return_last_state else out
+
+
+# ----------------------------------------------------------------------------------------------
 # "cuda" backend
 # ----------------------------------------------------------------------------------------------
 
@@ -700,7 +758,7 @@ def selective_scan_fn(
         delta_bias: (D,), added to ``delta`` before the softplus.
         delta_softplus: apply softplus to ``delta`` (after ``delta_bias``).
         return_last_state: also return the state after the last step.
-        backend: ``"auto"``, ``"cuda"``, ``"torch"`` or ``"reference"``; None reads the
+        backend: ``"auto"``, ``"cuda"``, ``"cpu"``, ``"torch"`` or ``"reference"``; None reads the
             environment variable ``MEDAD_SELECTIVE_SCAN_BACKEND``, and ``"auto"`` when unset.
 
     Returns:
@@ -710,11 +768,12 @@ def selective_scan_fn(
     Raises:
         TypeError: a non-tensor, non-floating or complex input, or a dtype the cuda kernel lacks.
         ValueError: a shape or device that does not match ``u``, or an unknown backend.
-        OptionalImportError: ``"cuda"`` requested but mamba-ssm cannot be imported.
+        OptionalImportError: ``"cuda"`` requested but mamba-ssm cannot be imported, or ``"cpu"``
+            requested but the compiled CPU kernel cannot be built.
     """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     name = _resolve_backend(backend, u)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if name == "reference":
         return selective_scan_ref(*args)
-    return _scan_cuda(*args) if name == "cuda" else _scan_torch(*args)
+    return {"cuda": _scan_cuda, "cpu": _scan_cpu}.get(name, _scan_torch)(*args)

@@ -1,6 +1,6 @@
-"""Tests for medad_monai.ops.selective_scan: the chunked torch backend against the sequential
-reference (outputs and gradients), the reference against a literal per-element loop,
-numerical safety, backend selection and input validation."""
+"""Tests for medad_monai.ops.selective_scan: the chunked torch backend and the compiled cpu
+backend against the sequential reference (outputs and gradients), the reference against a
+literal per-element loop, numerical safety, backend selection and input validation."""
 
 from __future__ import annotations
 
@@ -83,11 +83,13 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).norm().item() / (denom if denom > 0 else 1.0)
 
 
-def check_against_reference(inputs: dict[str, torch.Tensor], delta_softplus: bool = False, tol: float = TOL) -> None:
-    """The float32 torch backend matches the float64 reference: output, last state and all gradients."""
+def check_against_reference(
+    inputs: dict[str, torch.Tensor], delta_softplus: bool = False, tol: float = TOL, backend: str = "torch"
+) -> None:
+    """The float32 ``backend`` matches the float64 reference: output, last state and all gradients."""
     fast_in = {k: v.float().requires_grad_() for k, v in inputs.items()}
     ref_in = {k: v.clone().requires_grad_() for k, v in inputs.items()}
-    out, last = selective_scan_fn(**fast_in, delta_softplus=delta_softplus, return_last_state=True, backend="torch")
+    out, last = selective_scan_fn(**fast_in, delta_softplus=delta_softplus, return_last_state=True, backend=backend)
     out_ref, last_ref = selective_scan_ref(**ref_in, delta_softplus=delta_softplus, return_last_state=True)
     assert out.dtype == torch.float32 and out.shape == inputs["u"].shape
     assert last.shape == (inputs["u"].shape[0], inputs["A"].shape[0], inputs["A"].shape[1])
@@ -202,19 +204,63 @@ def test_torch_backend_gradcheck(b_kind):
     assert torch.autograd.gradcheck(scan, tuple(t.clone().requires_grad_() for t in inputs.values()))
 
 
+# ---------------------------------------------------------------------------------------------
+# compiled cpu backend against the reference
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("b_kind, c_kind", list(itertools.product(BC_KINDS, BC_KINDS)))
+@pytest.mark.parametrize("option", ["plain", "all"])
+def test_cpu_backend_matches_reference(b_kind, c_kind, option):
+    """Every form of B and C (different forms go to the torch backend) and every option."""
+    flags = dict(OPTIONS[option])
+    softplus = flags.pop("delta_softplus", False)
+    check_against_reference(make_inputs(2, 8, 4, 151, b_kind, c_kind, groups=4, **flags), softplus, backend="cpu")
+
+
+@pytest.mark.parametrize("batch, dim, n_state, length, seed", [(1, 1, 1, 1, 0), (3, 6, 5, 2, 1), (2, 4, 16, 4096, 2)])
+def test_cpu_backend_shapes_and_long_sequence(batch, dim, n_state, length, seed):
+    inputs = make_inputs(batch, dim, n_state, length, "input", "grouped", groups=1, delta_scale=0.2, seed=seed, D=True, z=True)
+    check_against_reference(inputs, backend="cpu")
+
+
+@pytest.mark.parametrize("b_kind", BC_KINDS)
+def test_cpu_backend_gradcheck(b_kind):
+    """Double-precision gradcheck of the kernel's backward pass, strong decays included."""
+    inputs = make_inputs(1, 4, 2, 7, b_kind, b_kind, groups=2, delta_scale=20.0, D=True, z=True, delta_bias=True)
+    names = list(inputs)
+
+    def scan(*tensors):
+        return selective_scan_fn(**dict(zip(names, tensors)), delta_softplus=True, return_last_state=True, backend="cpu")
+
+    assert torch.autograd.gradcheck(scan, tuple(t.clone().requires_grad_() for t in inputs.values()))
+
+
+def test_cpu_backend_without_gradients_and_in_low_precision():
+    inputs = make_inputs(2, 4, 3, 50, "input", "input", D=True, z=True)
+    with torch.no_grad():
+        out = selective_scan_fn(**{k: v.float() for k, v in inputs.items()}, backend="cpu")
+    assert rel_err(out, selective_scan_ref(**inputs)) <= TOL
+    low = {k: v.to(torch.bfloat16) for k, v in inputs.items()}
+    out = selective_scan_fn(**low, backend="cpu")
+    assert out.dtype == torch.bfloat16
+    assert rel_err(out, selective_scan_ref(**{k: v.double() for k, v in low.items()})) <= 1e-2
+
+
 def test_last_state_only_gradient():
     """A loss on the last state alone back-propagates to u, delta, A and B, and not to C."""
     inputs = {k: v.float() for k, v in make_inputs(2, 3, 4, 40, "shared", "input").items()}
     grads = {}
-    for backend in ("torch", "reference"):
+    for backend in ("torch", "cpu", "reference"):
         leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
         _, last = selective_scan_fn(**leaves, return_last_state=True, backend=backend)
         last.sum().backward()
         grads[backend] = {k: v.grad for k, v in leaves.items()}
     for name in ("u", "delta", "A", "B"):
         assert grads["reference"][name].norm() > 0
-        assert rel_err(grads["torch"][name], grads["reference"][name]) <= TOL, name
-    assert grads["reference"]["C"] is None and not grads["torch"]["C"].any()
+        for backend in ("torch", "cpu"):
+            assert rel_err(grads[backend][name], grads["reference"][name]) <= TOL, (backend, name)
+    assert grads["reference"]["C"] is None and not grads["torch"]["C"].any() and not grads["cpu"]["C"].any()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,7 +333,7 @@ def test_low_precision_inputs(dtype):
 def spies(monkeypatch):
     """Record which backend implementation selective_scan_fn calls."""
     calls = []
-    for attr in ("_scan_torch", "selective_scan_ref", "_scan_cuda"):
+    for attr in ("_scan_torch", "selective_scan_ref", "_scan_cuda", "_scan_cpu"):
         original = getattr(ss, attr)
 
         def spy(*args, _attr=attr, _original=original, **kwargs):
@@ -305,7 +351,13 @@ def small_inputs() -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     "backend, called",
-    [(None, "_scan_torch"), ("auto", "_scan_torch"), ("torch", "_scan_torch"), ("reference", "selective_scan_ref")],
+    [
+        (None, "_scan_cpu"),
+        ("auto", "_scan_cpu"),
+        ("cpu", "_scan_cpu"),
+        ("torch", "_scan_torch"),
+        ("reference", "selective_scan_ref"),
+    ],
 )
 def test_backend_argument(spies, backend, called):
     selective_scan_fn(**small_inputs(), backend=backend)
@@ -314,12 +366,39 @@ def test_backend_argument(spies, backend, called):
 
 @pytest.mark.parametrize(
     "env, called",
-    [("reference", "selective_scan_ref"), ("torch", "_scan_torch"), ("auto", "_scan_torch"), ("", "_scan_torch")],
+    [("reference", "selective_scan_ref"), ("torch", "_scan_torch"), ("auto", "_scan_cpu"), ("", "_scan_cpu")],
 )
 def test_backend_environment_variable(spies, monkeypatch, env, called):
     monkeypatch.setenv(BACKEND_ENV_VAR, env)
     selective_scan_fn(**small_inputs())
     assert spies == [called]
+
+
+def test_auto_backend_without_the_compiled_kernel(spies, monkeypatch):
+    """Where the kernel cannot be built, "auto" runs the torch backend and "cpu" says why it cannot run."""
+    monkeypatch.setattr(ss, "load_kernel", lambda: None)
+    monkeypatch.setattr(ss, "kernel_error", lambda: "CalledProcessError: no compiler")
+    selective_scan_fn(**small_inputs())
+    assert spies == ["_scan_torch"]
+    with pytest.raises(OptionalImportError, match="could not be built \\(CalledProcessError: no compiler\\)"):
+        selective_scan_fn(**small_inputs(), backend="cpu")
+    assert "cpu" not in available_backends()
+
+
+def test_auto_backend_while_tracing(spies):
+    """A trace records the torch backend's operations, and refuses the opaque compiled kernel."""
+    inputs = small_inputs()
+    names = ("u", "delta", "A", "B", "C")
+
+    def scan(*tensors, backend=None):
+        return selective_scan_fn(*tensors, backend=backend)
+
+    # check_trace would rerun the function untraced, where "auto" picks the compiled kernel
+    traced = torch.jit.trace(scan, tuple(inputs[k] for k in names), check_trace=False)
+    assert spies == ["_scan_torch"]
+    torch.testing.assert_close(traced(*(inputs[k] for k in names)), selective_scan_ref(**inputs))
+    with pytest.raises(ValueError, match="a trace cannot record"):
+        torch.jit.trace(lambda *t: scan(*t, backend="cpu"), tuple(inputs[k] for k in names), check_trace=False)
 
 
 def test_backend_argument_overrides_environment(spies, monkeypatch):
@@ -329,7 +408,7 @@ def test_backend_argument_overrides_environment(spies, monkeypatch):
 
 
 def test_unknown_backend(monkeypatch):
-    with pytest.raises(ValueError, match="backend must be one of auto, cuda, torch, reference; got 'triton'"):
+    with pytest.raises(ValueError, match="backend must be one of auto, cuda, cpu, torch, reference; got 'triton'"):
         selective_scan_fn(**small_inputs(), backend="triton")
     monkeypatch.setenv(BACKEND_ENV_VAR, "fast")
     with pytest.raises(ValueError, match=f"environment variable {BACKEND_ENV_VAR} must be one of"):
@@ -352,8 +431,10 @@ def test_cuda_backend_needs_cuda_tensors(monkeypatch):
 def test_available_backends(monkeypatch):
     monkeypatch.setattr(ss, "_mamba_kernel", lambda: selective_scan_ref)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert available_backends() == ["cuda", "torch", "reference"]
+    assert available_backends() == ["cuda", "cpu", "torch", "reference"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert available_backends() == ["cpu", "torch", "reference"]
+    monkeypatch.setattr(ss, "load_kernel", lambda: None)
     assert available_backends() == ["torch", "reference"]
 
 
