@@ -40,7 +40,6 @@ import medad_monai.networks.blocks.ss2d as ss2d_module
 from medad_monai.detectors.sp_mamba import SPMamba, SPMambaLoss
 from medad_monai.networks.blocks import SS2D
 from medad_monai.ops import selective_scan as scan_module
-from medad_monai.ops import selective_scan_cpu
 
 #: ``network_def`` of bundles/sp_mamba/configs/train.json (image size and smoothing set per run).
 BUNDLE_NETWORK = {"encoder_depth": 34, "encoder_weights": "random", "decoder_depths": (3, 4, 6, 3),
@@ -68,7 +67,7 @@ class ScanTimer:
         self.seconds: dict[tuple[str, int], float] = defaultdict(float)
         self._fn = ss2d_module.selective_scan_fn
         self._backwards = {scan_module._ChunkedScan: scan_module._ChunkedScan.backward,
-                           selective_scan_cpu.CompiledScan: selective_scan_cpu.CompiledScan.backward}
+                           scan_module._CompiledScan: scan_module._CompiledScan.backward}
 
     def __enter__(self) -> ScanTimer:
         timer = self

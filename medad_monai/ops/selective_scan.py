@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from monai.utils import OptionalImportError, optional_import
 from torch.autograd.function import once_differentiable
 
-from medad_monai.ops.selective_scan_cpu import CompiledScan, kernel_error, load_kernel
+from medad_monai.ops.selective_scan_cpu import kernel_error, load_kernel
 
 __all__ = ["BACKEND_ENV_VAR", "available_backends", "selective_scan_fn", "selective_scan_ref"]
 
@@ -438,6 +438,54 @@ def _chunk_length(
     return min(cap, 2 * int(_LOG_DECAY_RANGE // step) + 1)
 
 
+def _raw_and_step_sizes(
+    delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``delta + delta_bias`` and the step sizes ``softplus`` of it (or it), both (B, D, L)."""
+    raw = delta if delta_bias is None else delta + delta_bias[:, None]
+    return raw, F.softplus(raw) if delta_softplus else raw
+
+
+def _skip_and_gate(
+    ctx, y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``out = (y + D u) * silu(z)`` (B, D, L), and the ungated output that the gradient of ``z``
+    needs (None when there is no ``z`` or no gradient to compute)."""
+    if D is not None:
+        y = torch.addcmul(y, u, D[:, None])
+    ungated = y if z is not None and any(ctx.needs_input_grad) else None
+    return (y * F.silu(z) if z is not None else y.contiguous()), ungated
+
+
+def _skip_and_gate_backward(
+    dout: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None, ungated: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Through :func:`_skip_and_gate`: the gradient reaching the scan's ``y``, and those of ``z`` and ``D``."""
+    dout = dout.contiguous()
+    dz = None
+    if z is not None:
+        dz = torch.ops.aten.silu_backward(dout * ungated, z)
+        dout = dout * F.silu(z)
+    return dout, dz, None if D is None else (dout * u).sum((0, 2))
+
+
+def _input_grads(
+    d_u: torch.Tensor,
+    d_dt: torch.Tensor,
+    dout: torch.Tensor,
+    raw: torch.Tensor,
+    D: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The gradients of ``u``, ``delta`` and ``delta_bias`` from the scan's ``d_u`` and ``d_dt``
+    (changed in place), the skip term's share of ``u``'s and the softplus."""
+    if D is not None:
+        d_u.addcmul_(dout, D[:, None])
+    d_delta = torch.ops.aten.softplus_backward(d_dt, raw, 1.0, 20.0) if delta_softplus else d_dt
+    return d_u, d_delta, None if delta_bias is None else d_delta.sum((0, 2))
+
+
 class _ChunkedScan(torch.autograd.Function):
     """The whole selective scan, chunk by chunk, with a hand-written backward pass.
 
@@ -481,12 +529,7 @@ class _ChunkedScan(torch.autograd.Function):
                 _chunk_states(x, rel, carry, out=states)
             carries[i + 1] = states[..., -1]
             _inner(states, _time_slice(Cp, start, stop), scratch=states, out=ys[..., start:stop])
-        y = ys[..., :length]
-        if D is not None:
-            y = torch.addcmul(y, u, D[:, None])
-        # the ungated output is kept for the gradient of z, when any gradient is needed
-        ungated = y if z is not None and any(ctx.needs_input_grad) else None
-        out = y * F.silu(z) if z is not None else y.contiguous()
+        out, ungated = _skip_and_gate(ctx, ys[..., :length], u, D, z)
         ctx.save_for_backward(u, delta, At, Bg, Cg, D, z, delta_bias, carries, ungated)
         ctx.chunk, ctx.delta_softplus = chunk, delta_softplus
         return out, carries[-1].transpose(1, 2).contiguous()
@@ -497,14 +540,8 @@ class _ChunkedScan(torch.autograd.Function):
         u, delta, At, Bg, Cg, D, z, delta_bias, carries, ungated = ctx.saved_tensors
         (batch, dim, length), chunk = u.shape, ctx.chunk
         n_state = At.shape[1]
-        raw = delta if delta_bias is None else delta + delta_bias[:, None]
-        dt = F.softplus(raw) if ctx.delta_softplus else raw
-        dout = dout.contiguous()
-        dz = None
-        if z is not None:
-            dz = torch.ops.aten.silu_backward(dout * ungated, z)
-            dout = dout * F.silu(z)
-        dD = None if D is None else (dout * u).sum((0, 2))
+        raw, dt = _raw_and_step_sizes(delta, delta_bias, ctx.delta_softplus)
+        dout, dz, dD = _skip_and_gate_backward(dout, u, D, z, ungated)
         dt_p, dt_u, decays, Bp, Cp = _padded_chunks(dt, u, At, Bg, Cg, chunk)
         dy = _pad_time(dout, dt_u.shape[-1] - length)
         d_dt_u, d_dt = torch.empty_like(dt_u), torch.empty_like(dt_u)
@@ -533,13 +570,7 @@ class _ChunkedScan(torch.autograd.Function):
             _inner(d_log_decay, At, scratch, out=d_dt[..., start:stop])
             dAt += _outer_grad(d_log_decay, dt_c, dAt.shape, scratch=d_log_decay)
         d_dt_u, d_dt = d_dt_u[..., :length], d_dt[..., :length]
-        d_u = d_dt_u * dt
-        if D is not None:
-            d_u.addcmul_(dout, D[:, None])
-        d_delta = d_dt.addcmul_(d_dt_u, u)
-        if ctx.delta_softplus:
-            d_delta = torch.ops.aten.softplus_backward(d_delta, raw, 1.0, 20.0)
-        d_bias = None if delta_bias is None else d_delta.sum((0, 2))
+        d_u, d_delta, d_bias = _input_grads(d_dt_u * dt, d_dt.addcmul_(d_dt_u, u), dout, raw, D, delta_bias, ctx.delta_softplus)
         dBg = _accumulated(dBp, Bp)[..., : Bg.shape[-1]]
         dCg = _accumulated(dCp, Cp)[..., : Cg.shape[-1]]
         return d_u, d_delta, _accumulated(dAt, At), dBg, dCg, dD, dz, d_bias, None, None
@@ -552,6 +583,48 @@ class _NoGradContext:
 
     def save_for_backward(self, *tensors: torch.Tensor | None) -> None:
         pass
+
+
+class _CompiledScan(torch.autograd.Function):
+    """The whole selective scan on the compiled CPU kernel (:mod:`medad_monai.ops.selective_scan_cpu`).
+
+    Inputs: ``u``, ``delta``, ``z`` (B, D, L); ``A`` (D, N); ``Bs``, ``Cs`` (B or 1, G, L or 1, N),
+    both of one shape (channel ``d`` reads group ``d // (D / G)``); ``D`` and ``delta_bias`` (D,);
+    ``z``, ``D``, ``delta_bias`` may be None; all contiguous, of one float dtype. Outputs: ``out``
+    (B, D, L) and the last state (B, D, N). The kernel recomputes the states in its backward pass,
+    so only the inputs (and with ``z`` the ungated output) are saved.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, Bs, Cs, D, z, delta_bias, delta_softplus):  # type: ignore[override]
+        y, last = load_kernel().forward(u, _raw_and_step_sizes(delta, delta_bias, delta_softplus)[1], A, Bs, Cs)
+        out, ungated = _skip_and_gate(ctx, y, u, D, z)
+        ctx.save_for_backward(u, delta, A, Bs, Cs, D, z, delta_bias, ungated)
+        ctx.delta_softplus = delta_softplus
+        return out, last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, dlast):  # type: ignore[override]
+        u, delta, A, Bs, Cs, D, z, delta_bias, ungated = ctx.saved_tensors
+        raw, dt = _raw_and_step_sizes(delta, delta_bias, ctx.delta_softplus)
+        dout, dz, dD = _skip_and_gate_backward(dout, u, D, z, ungated)
+        dlast = u.new_zeros(*u.shape[:2], A.shape[1]) if dlast is None else dlast.contiguous()
+        d_u, d_dt, dA, dBs, dCs = load_kernel().backward(u, dt, A, Bs, Cs, dout, dlast)
+        d_u, d_delta, d_bias = _input_grads(d_u, d_dt, dout, raw, D, delta_bias, ctx.delta_softplus)
+        return d_u, d_delta, dA, dBs, dCs, dD, dz, d_bias, None
+
+
+def _apply(function: type[torch.autograd.Function], args: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """``function.apply(*args)``, or its forward alone when no argument needs a gradient: no autograd
+    node, so inference saves nothing and ``torch.jit.trace`` can record the forward's operations."""
+    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        return function.apply(*args)
+    return function.forward(_NoGradContext(), *args)
+
+
+def _contiguous(x: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if x is None else x.to(dtype).contiguous()
 
 
 def _scan_torch(
@@ -567,21 +640,14 @@ def _scan_torch(
     return_last_state: bool,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
-
-    def prepare(x: torch.Tensor | None) -> torch.Tensor | None:
-        return None if x is None else x.to(dtype).contiguous()
-
-    u_c, delta_c, D_c, z_c, bias_c = (prepare(x) for x in (u, delta, D, z, delta_bias))
+    u_c, delta_c, D_c, z_c, bias_c = (_contiguous(x, dtype) for x in (u, delta, D, z, delta_bias))
     with torch.no_grad():
         chunk = _chunk_length(delta_c, bias_c, delta_softplus, A)
     if torch.jit.is_tracing():  # the trace freezes the chunk: a length any step size allows (see _chunk_states_segsum)
         chunk = min(u_c.shape[-1], _TRACE_CHUNK)
     At = A.to(dtype).t()[None, :, :, None].contiguous()
     args = (u_c, delta_c, At, _as_groups(B, dtype), _as_groups(C, dtype), D_c, z_c, bias_c, delta_softplus, chunk)
-    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
-        out, last_state = _ChunkedScan.apply(*args)
-    else:  # no autograd node: inference saves nothing, and torch.jit.trace can record the forward's ops
-        out, last_state = _ChunkedScan.forward(_NoGradContext(), *args)
+    out, last_state = _apply(_ChunkedScan, args)
     out = out.to(u.dtype)
     return (out, last_state) if return_last_state else out
 
@@ -610,15 +676,8 @@ def _scan_cpu(
     Bs, Cs = (_as_groups(x, dtype).permute(0, 2, 3, 1).contiguous() for x in (B, C))  # (B or 1, G, L or 1, N)
     if Bs.shape != Cs.shape:
         return _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-
-    def prepare(x: torch.Tensor | None) -> torch.Tensor | None:
-        return None if x is None else x.to(dtype).contiguous()
-
-    args = (*(prepare(x) for x in (u, delta, A)), Bs, Cs, *(prepare(x) for x in (D, z, delta_bias)), delta_softplus)
-    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
-        out, last_state = CompiledScan.apply(*args)
-    else:
-        out, last_state = CompiledScan.forward(_NoGradContext(), *args)
+    u_c, delta_c, A_c, D_c, z_c, bias_c = (_contiguous(x, dtype) for x in (u, delta, A, D, z, delta_bias))
+    out, last_state = _apply(_CompiledScan, (u_c, delta_c, A_c, Bs, Cs, D_c, z_c, bias_c, delta_softplus))
     out = out.to(u.dtype)
     return (out, last_state) if return_last_state else out
 

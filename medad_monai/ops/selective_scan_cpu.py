@@ -1,4 +1,4 @@
-"""The ``"cpu"`` backend of :func:`~medad_monai.ops.selective_scan.selective_scan_fn`: a compiled CPU kernel.
+"""The compiled kernel of the ``"cpu"`` backend of :func:`~medad_monai.ops.selective_scan.selective_scan_fn`.
 
 ``csrc/selective_scan_cpu.cpp`` runs the recurrence one (batch, channel) sequence at a time, its
 N states in registers, over ATen's thread pool; its backward pass recomputes each sequence's
@@ -26,10 +26,8 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
-__all__ = ["CompiledScan", "kernel_error", "load_kernel"]
+__all__ = ["kernel_error", "load_kernel"]
 
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "selective_scan_cpu.cpp"
 _logger = logging.getLogger(__name__)
@@ -82,48 +80,3 @@ def load_kernel() -> ModuleType | None:
 def kernel_error() -> str | None:
     """Why the kernel could not be built, or None when it was (builds it if not yet tried)."""
     return _build()[1]
-
-
-class CompiledScan(torch.autograd.Function):
-    """The selective scan on the compiled kernel, with its hand-written backward pass.
-
-    Inputs: ``u``, ``delta``, ``z`` (B, D, L); ``A`` (D, N); ``Bs``, ``Cs`` (B or 1, G, L or 1, N),
-    both of the same shape (channel ``d`` reads group ``d // (D / G)``); ``D`` and
-    ``delta_bias`` (D,); ``z``, ``D``, ``delta_bias`` may be None. All contiguous, of one float
-    dtype. Outputs: ``out`` (B, D, L) and the last state (B, D, N), as the ``"torch"`` backend's
-    :class:`~medad_monai.ops.selective_scan._ChunkedScan`.
-    """
-
-    @staticmethod
-    def forward(ctx, u, delta, A, Bs, Cs, D, z, delta_bias, delta_softplus):  # type: ignore[override]
-        kernel = load_kernel()
-        raw = delta if delta_bias is None else delta + delta_bias[:, None]
-        dt = F.softplus(raw) if delta_softplus else raw
-        y, last = kernel.forward(u, dt.contiguous(), A, Bs, Cs)
-        if D is not None:
-            y = torch.addcmul(y, u, D[:, None])
-        ungated = y if z is not None and any(ctx.needs_input_grad) else None
-        out = y * F.silu(z) if z is not None else y
-        ctx.save_for_backward(u, delta, A, Bs, Cs, D, z, delta_bias, ungated)
-        ctx.delta_softplus = delta_softplus
-        return out, last
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dout, dlast):  # type: ignore[override]
-        u, delta, A, Bs, Cs, D, z, delta_bias, ungated = ctx.saved_tensors
-        raw = delta if delta_bias is None else delta + delta_bias[:, None]
-        dt = F.softplus(raw) if ctx.delta_softplus else raw
-        dout = dout.contiguous()
-        dz = None
-        if z is not None:
-            dz = torch.ops.aten.silu_backward(dout * ungated, z)
-            dout = dout * F.silu(z)
-        dD = None if D is None else (dout * u).sum((0, 2))
-        dlast = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=u.dtype) if dlast is None else dlast.contiguous()
-        d_u, d_dt, dA, dBs, dCs = load_kernel().backward(u, dt.contiguous(), A, Bs, Cs, dout.contiguous(), dlast)
-        if D is not None:
-            d_u.addcmul_(dout, D[:, None])
-        d_delta = torch.ops.aten.softplus_backward(d_dt, raw, 1.0, 20.0) if ctx.delta_softplus else d_dt
-        d_bias = None if delta_bias is None else d_delta.sum((0, 2))
-        return d_u, d_delta, dA, dBs, dCs, dD, dz, d_bias, None

@@ -161,6 +161,14 @@ class CTMultiWindowd(MapTransform):
         return d
 
 
+def _foreground(img: torch.Tensor, channel: torch.Tensor, index: int, key: Hashable, threshold: float) -> torch.Tensor:
+    """The pixels of ``channel`` (channel ``index`` of ``img``) above ``threshold``; an error naming the file if none."""
+    foreground = channel[channel > threshold]
+    if foreground.numel() == 0:
+        raise ValueError(f"'{key}' from {image_source(img)}: channel {index} has no pixel > threshold {threshold}.")
+    return foreground
+
+
 class RobustNormalized(MapTransform):
     """Percentile scaling computed within the foreground, per channel: the ``lower`` / ``upper``
     percentiles of the pixels ``> threshold`` map to 0 / 1, values outside are clipped.
@@ -196,11 +204,7 @@ class RobustNormalized(MapTransform):
             img = d[key].to(torch.float32)
             channels = []
             for c, channel in enumerate(img):
-                foreground = channel[channel > self.threshold]
-                if foreground.numel() == 0:
-                    raise ValueError(
-                        f"'{key}' from {image_source(img)}: channel {c} has no pixel > threshold {self.threshold}."
-                    )
+                foreground = _foreground(img, channel, c, key, self.threshold)
                 lo, hi = (float(percentile(foreground, q)) for q in (self.lower, self.upper))
                 if hi <= lo:
                     raise ValueError(
@@ -251,12 +255,7 @@ class PercentileScaled(MapTransform):
             img = d[key].to(torch.float32)
             channels = []
             for c, channel in enumerate(img):
-                foreground = channel[channel > self.threshold]
-                if foreground.numel() == 0:
-                    raise ValueError(
-                        f"'{key}' from {image_source(img)}: channel {c} has no pixel > threshold {self.threshold}."
-                    )
-                reference = float(percentile(foreground, self.percentile))
+                reference = float(percentile(_foreground(img, channel, c, key, self.threshold), self.percentile))
                 if reference <= 0.0:
                     raise ValueError(
                         f"'{key}' from {image_source(img)}: channel {c} has its foreground {self.percentile}th "
