@@ -77,9 +77,10 @@ def main() -> None:
     write_text(metadata_path, json.dumps(metadata, indent=4) + "\n")
     print(f"{metadata_path}: eval_metrics.{args.cohort} from {args.report}")
     print("\n| test split | images | image AUROC | image AP | pixel AUROC | AUPRO |\n|---|---|---|---|---|---|")
+    counts = report["num_images"]
     rows = [("all", report["metrics"]), *sorted((report.get("per_kind") or {}).items())]
     for kind, values in rows:
-        count = values.get("count", "")
+        count = values.get("count", f"{counts['normal']} / {counts['abnormal']}")
         cells = " | ".join(f"{values[m]:.3f}" for m in ("image_auroc", "image_ap", "pixel_auroc", "aupro"))
         print(f"| {args.bundle}, {kind} | {count} | {cells} |")
 
