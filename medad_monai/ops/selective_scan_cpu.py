@@ -4,7 +4,7 @@
 N states in registers, over ATen's thread pool; its backward pass recomputes each sequence's
 states into a per-thread buffer and runs the adjoint recurrence back over it. It reads every input
 once per pass where the ``"torch"`` backend's closed form makes about ten passes over
-(B, N, D, T) chunk tensors: 5-7x faster on two cores (``scripts/bench_selective_scan.py``).
+(B, N, D, T) chunk tensors: about 5x faster on two cores (``scripts/bench_selective_scan.py``).
 
 Neither mamba-ssm (CUDA only) nor PyTorch ships a CPU selective scan, hence this kernel. It is
 built on first use with :func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja, about
