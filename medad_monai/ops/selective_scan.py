@@ -302,11 +302,13 @@ def _reverse_cumsum(x: torch.Tensor, upper: torch.Tensor, out: torch.Tensor) -> 
     return out
 
 
-def _step_sizes(delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool) -> torch.Tensor:
-    """``softplus(delta + delta_bias)``, (B, D, L), bias and softplus optional."""
-    if delta_bias is not None:
-        delta = delta + delta_bias[:, None]
-    return F.softplus(delta) if delta_softplus else delta
+def _raw_and_step_sizes(
+    delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``delta + delta_bias`` and the step sizes ``softplus`` of it (or it), both (B, D, L), bias
+    and softplus optional; the backward passes need the first for the softplus's gradient."""
+    raw = delta if delta_bias is None else delta + delta_bias[:, None]
+    return raw, F.softplus(raw) if delta_softplus else raw
 
 
 class _Decays:
@@ -438,14 +440,6 @@ def _chunk_length(
     return min(cap, 2 * int(_LOG_DECAY_RANGE // step) + 1)
 
 
-def _raw_and_step_sizes(
-    delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``delta + delta_bias`` and the step sizes ``softplus`` of it (or it), both (B, D, L)."""
-    raw = delta if delta_bias is None else delta + delta_bias[:, None]
-    return raw, F.softplus(raw) if delta_softplus else raw
-
-
 def _skip_and_gate(
     ctx, y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -511,7 +505,7 @@ class _ChunkedScan(torch.autograd.Function):
     def forward(ctx, u, delta, At, Bg, Cg, D, z, delta_bias, delta_softplus, chunk):  # type: ignore[override]
         batch, dim, length = u.shape
         n_state = At.shape[1]
-        dt_p, dt_u, decays, Bp, Cp = _padded_chunks(_step_sizes(delta, delta_bias, delta_softplus), u, At, Bg, Cg, chunk)
+        dt_p, dt_u, decays, Bp, Cp = _padded_chunks(_raw_and_step_sizes(delta, delta_bias, delta_softplus)[1], u, At, Bg, Cg, chunk)
         n_chunks = dt_u.shape[-1] // chunk
         ys = torch.empty_like(dt_u)
         carries = u.new_empty(n_chunks + 1, batch, n_state, dim)  # carries[i]: state before chunk i

@@ -161,15 +161,36 @@ class CTMultiWindowd(MapTransform):
         return d
 
 
-def _foreground(img: torch.Tensor, channel: torch.Tensor, index: int, key: Hashable, threshold: float) -> torch.Tensor:
-    """The pixels of ``channel`` (channel ``index`` of ``img``) above ``threshold``; an error naming the file if none."""
-    foreground = channel[channel > threshold]
-    if foreground.numel() == 0:
-        raise ValueError(f"'{key}' from {image_source(img)}: channel {index} has no pixel > threshold {threshold}.")
-    return foreground
+class _ForegroundScaled(MapTransform):
+    """Base of the intensity scalings computed per channel from its foreground (pixels ``> threshold``).
+
+    Subclasses set ``threshold`` and implement :meth:`scale_channel`; an image with a channel
+    without foreground is refused with an error naming the file. Shape unchanged, float32.
+    """
+
+    threshold: float
+
+    def scale_channel(self, channel: torch.Tensor, foreground: torch.Tensor, where: str) -> torch.Tensor:
+        """``channel`` (1, *spatial) scaled, from its ``foreground`` pixels; ``where`` names the
+        key, file and channel for error messages."""
+        raise NotImplementedError
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key].to(torch.float32)
+            channels = []
+            for c, channel in enumerate(img):
+                where = f"'{key}' from {image_source(img)}: channel {c}"
+                foreground = channel[channel > self.threshold]
+                if foreground.numel() == 0:
+                    raise ValueError(f"{where} has no pixel > threshold {self.threshold}.")
+                channels.append(self.scale_channel(channel[None], foreground, where))
+            d[key] = torch.cat(channels, dim=0)
+        return d
 
 
-class RobustNormalized(MapTransform):
+class RobustNormalized(_ForegroundScaled):
     """Percentile scaling computed within the foreground, per channel: the ``lower`` / ``upper``
     percentiles of the pixels ``> threshold`` map to 0 / 1, values outside are clipped.
 
@@ -198,24 +219,14 @@ class RobustNormalized(MapTransform):
             raise ValueError(f"percentiles lower={lower}, upper={upper} need 0 <= lower < upper <= 100.")
         self.lower, self.upper, self.threshold = lower, upper, threshold
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key].to(torch.float32)
-            channels = []
-            for c, channel in enumerate(img):
-                foreground = _foreground(img, channel, c, key, self.threshold)
-                lo, hi = (float(percentile(foreground, q)) for q in (self.lower, self.upper))
-                if hi <= lo:
-                    raise ValueError(
-                        f"'{key}' from {image_source(img)}: channel {c} foreground percentiles are equal ({lo})."
-                    )
-                channels.append(ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True)(channel[None]))
-            d[key] = torch.cat(channels, dim=0)
-        return d
+    def scale_channel(self, channel: torch.Tensor, foreground: torch.Tensor, where: str) -> torch.Tensor:
+        lo, hi = (float(percentile(foreground, q)) for q in (self.lower, self.upper))
+        if hi <= lo:
+            raise ValueError(f"{where} foreground percentiles are equal ({lo}).")
+        return ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True)(channel)
 
 
-class PercentileScaled(MapTransform):
+class PercentileScaled(_ForegroundScaled):
     """Scale each channel so that the ``percentile``-th percentile of its foreground (pixels
     ``> threshold``) becomes ``target``; nothing is clipped and the background's zero stays zero.
 
@@ -249,21 +260,14 @@ class PercentileScaled(MapTransform):
             raise ValueError(f"target={target} must be > 0.")
         self.percentile, self.target, self.threshold = percentile, target, threshold
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key].to(torch.float32)
-            channels = []
-            for c, channel in enumerate(img):
-                reference = float(percentile(_foreground(img, channel, c, key, self.threshold), self.percentile))
-                if reference <= 0.0:
-                    raise ValueError(
-                        f"'{key}' from {image_source(img)}: channel {c} has its foreground {self.percentile}th "
-                        f"percentile at {reference}, not > 0: set a threshold that leaves the background out."
-                    )
-                channels.append(channel[None] * (self.target / reference))
-            d[key] = torch.cat(channels, dim=0)
-        return d
+    def scale_channel(self, channel: torch.Tensor, foreground: torch.Tensor, where: str) -> torch.Tensor:
+        reference = float(percentile(foreground, self.percentile))
+        if reference <= 0.0:
+            raise ValueError(
+                f"{where} has its foreground {self.percentile}th percentile at {reference}, not > 0: "
+                "set a threshold that leaves the background out."
+            )
+        return channel * (self.target / reference)
 
 
 def n4_bias_field_correction(
