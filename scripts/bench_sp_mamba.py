@@ -60,7 +60,7 @@ def scan_flops(net: SPMamba, image_size: tuple[int, int]) -> int:
         for module in stage.modules():
             if isinstance(module, SS2D):
                 channels = module.num_directions * module.out_proj.in_features
-                total += 9 * channels * module.d_state * length + channels * length
+                total += 9 * channels * module.ssm.d_state * length + channels * length
     return total
 
 

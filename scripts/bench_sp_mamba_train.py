@@ -107,7 +107,7 @@ def scan_flops(net: SPMamba, batch: int) -> dict[int, float]:
         for m in stage.modules():
             if isinstance(m, SS2D):
                 channels = m.num_directions * m.out_proj.in_features
-                flops[length] += batch * (9 * channels * m.d_state * length + channels * length)
+                flops[length] += batch * (9 * channels * m.ssm.d_state * length + channels * length)
     return flops
 
 

@@ -28,8 +28,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from medad_monai.detectors import WaveMambaAD
-from medad_monai.detectors.wave_mambaad.blocks import DSE, HFSS, LFSS, ChannelMLP, SelectiveSSM
-from medad_monai.networks.blocks import SS2D
+from medad_monai.detectors.wave_mambaad.blocks import DSE, HFSS, LFSS, ChannelMLP
+from medad_monai.networks.blocks import SelectiveSSM
 
 PAPER_PARAMS_M, PAPER_GMACS = 22.3, 7.5
 OFFICIAL_PARAMS, OFFICIAL_UNUSED, OFFICIAL_GMACS = 22_293_250, 1_820_928, 7.49
@@ -43,19 +43,12 @@ def scan_mac_hooks(net: nn.Module, counts: dict[str, int]) -> list:
     """Forward hooks adding each selective scan's MACs to ``counts[module name]``."""
 
     def hook(name: str):
-        def add(module: nn.Module, args: tuple, _output: torch.Tensor) -> None:
-            x = args[0]
-            if isinstance(module, SelectiveSSM):  # (B, K, D, L)
-                counts[name] += 5 * x.numel() * module.d_state
-            else:  # SS2D on (B, C, H, W): K sequences of d_inner features over H * W positions
-                b, _, h, w = x.shape
-                counts[name] += 5 * b * module.num_directions * module.out_proj.in_features * module.d_state * h * w
+        def add(module: SelectiveSSM, args: tuple, _output: torch.Tensor) -> None:
+            counts[name] += 5 * args[0].numel() * module.d_state  # (B, K, D, L) sequences, N states each
 
         return add
 
-    return [
-        m.register_forward_hook(hook(name)) for name, m in net.named_modules() if isinstance(m, (SelectiveSSM, SS2D))
-    ]
+    return [m.register_forward_hook(hook(name)) for name, m in net.named_modules() if isinstance(m, SelectiveSSM)]
 
 
 def size_report(decoder_depths: tuple[int, ...], label: str) -> tuple[float, float, float]:

@@ -1,9 +1,14 @@
-"""Image-score ablation of a trained sp_mamba bundle on the VALIDATION split (never the test split).
+"""Map-term and image-score ablation of a trained sp_mamba bundle on the VALIDATION split (never the test split).
 
-Runs the trained network once over the validation split and reports image AUROC / AP / F1-max
-for the image-score variants of SP-Mamba's Table 4 (pooled map alone, + concentration,
-+ contrast, both), each with the paper's weights (beta = -0.025, gamma = 400), plus pixel AUROC
-and how often an abnormal image's map peaks inside its lesion (what a max-pooled score relies on).
+Runs the trained network once over the validation split and reports
+
+- for the terms of the pixel map (eq. 6-7): the reconstruction term alone, the prototype distance
+  alone and the bundle's weighted sum: pixel AUROC, AUPRO, the max-pooled image AUROC and how often
+  an abnormal image's map peaks inside its lesion (what a max-pooled score relies on);
+- for the image-score variants of SP-Mamba's Table 4 (pooled map alone, + concentration,
+  + contrast, both), each with the paper's weights (beta = -0.025, gamma = 400), on the bundle's map:
+  image AUROC / AP / F1-max.
+
 Use it to decide which terms a dataset's bundle config keeps; the test split stays untouched.
 
 Usage (repository root)::
@@ -45,25 +50,36 @@ def main() -> None:
     network.load_state_dict(torch.load(args.ckpt, map_location="cpu", weights_only=True)["model"])
     network.eval()
     kernel = config.get_parsed_content("image_score").kernel_size
-    maps, masks, labels = [], [], []
+    outputs, masks, labels = [], [], []
     with torch.no_grad():
         for batch in config.get_parsed_content("validate#dataloader"):
-            maps.append(network(batch["image"].as_subclass(torch.Tensor)))
+            outputs.append(network.reconstruct(batch["image"].as_subclass(torch.Tensor)))
             masks.append(batch["mask"].as_subclass(torch.Tensor))
             labels.append(torch.as_tensor(batch["label"]))
-    amap, mask, label = torch.cat(maps), torch.cat(masks), torch.cat(labels)
+    mask, label = torch.cat(masks), torch.cat(labels)
+    print(f"validation split: {int((label == 0).sum())} normal, {int((label == 1).sum())} abnormal images")
+    weights = (network.reconstruction_weight, network.prototype_weight)
+    terms = {
+        "reconstruction term only": (weights[0], 0.0),
+        "prototype distance only": (0.0, 1.0),
+        f"bundle map ({weights[0]:g} x reconstruction + {weights[1]:g} x prototype)": weights,
+    }
+    # the bundle's own map comes last: its maps feed the image-score variants below.
+    for name, (network.reconstruction_weight, network.prototype_weight) in terms.items():
+        amap = torch.cat([network.anomaly_map(o) for o in outputs])
+        pixel = pixel_metrics(amap[:, 0], mask[:, 0])
+        peaks = amap[label == 1].flatten(1).argmax(1, keepdim=True)
+        peak_in_lesion = mask[label == 1].flatten(1).gather(1, peaks).gt(0).float().mean().item()
+        print(f"{name:60s} pixel AUROC {pixel['pixel_auroc']:.4f}  AUPRO {pixel['aupro']:.4f}  "
+              f"image AUROC (map maximum) {image_auroc(amap.flatten(1).amax(1), label):.4f}  "
+              f"maps peaking inside the lesion {peak_in_lesion:.0%}")
     variants = {
         "pooled map only": (0.0, 0.0),
         "+ concentration": (args.beta, 0.0),
         "+ contrast": (0.0, args.gamma),
         "+ concentration + contrast (paper)": (args.beta, args.gamma),
     }
-    print(f"validation split: {int((label == 0).sum())} normal, {int((label == 1).sum())} abnormal images; "
-          f"pixel AUROC {pixel_metrics(amap[:, 0], mask[:, 0])['pixel_auroc']:.4f}")
-    abnormal = label == 1
-    peaks = amap[abnormal].flatten(1).argmax(1, keepdim=True)
-    peak_in_lesion = mask[abnormal].flatten(1).gather(1, peaks).gt(0).float().mean().item()
-    print(f"abnormal images whose map peaks inside the lesion: {peak_in_lesion:.0%}")
+    print("image scores on the bundle map:")
     for name, (beta, gamma) in variants.items():
         scores = SPMambaImageScore(kernel_size=kernel, concentration_weight=beta, contrast_weight=gamma)(amap)
         print(f"{name:40s} image AUROC {image_auroc(scores, label):.4f}  AP {average_precision(scores, label):.4f}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from monai.networks.nets import resnet18
+from torch import nn
 
 from medad_monai.networks.blocks import SS2D, HalfFPNBottleneck, ResNetFeatureEncoder
 
@@ -108,7 +109,7 @@ def test_ss2d_shapes_and_gradients(scan, directions):
     y = block(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
     y.square().mean().backward()
-    assert x.grad is not None and block.a_log.grad is not None and block.x_proj_weight.grad.abs().sum() > 0
+    assert x.grad is not None and block.ssm.a_log.grad is not None and block.ssm.x_proj_weight.grad.abs().sum() > 0
 
 
 def test_ss2d_mixes_globally():
@@ -121,3 +122,19 @@ def test_ss2d_mixes_globally():
     with torch.no_grad():
         diff = (block(x) - block(x2)).abs()
     assert diff[..., 7, 7].max() > 1e-6
+
+
+def test_ss2d_loads_checkpoints_with_flat_ssm_keys():
+    # sp_mamba <= 0.4.0 saved the scan parameters directly under the SS2D ("mixer.a_log", not "mixer.ssm.a_log").
+    torch.manual_seed(0)
+    saved = nn.Sequential(SS2D(8, num_directions=8, d_state=4)).eval()
+    legacy = {key.replace(".ssm.", "."): value for key, value in saved.state_dict().items()}
+    assert "0.a_log" in legacy and not any(".ssm." in key for key in legacy)
+    torch.manual_seed(1)
+    loaded = nn.Sequential(SS2D(8, num_directions=8, d_state=4)).eval()
+    loaded.load_state_dict(legacy, strict=True)
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), saved(x))
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        loaded.load_state_dict({**legacy, "0.stray": torch.zeros(1)}, strict=True)

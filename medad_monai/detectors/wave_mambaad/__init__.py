@@ -19,7 +19,6 @@ from .blocks import (
     BiChannelSSM,
     ChannelMamba,
     ChannelMLP,
-    SelectiveSSM,
     WaveletMambaModule,
     channel_shuffle,
 )
@@ -36,7 +35,6 @@ __all__ = [
     "BiChannelSSM",
     "ChannelMLP",
     "ChannelMamba",
-    "SelectiveSSM",
     "WaveMambaAD",
     "WaveMambaADImageScore",
     "WaveMambaADLoss",

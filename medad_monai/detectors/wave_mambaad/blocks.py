@@ -17,9 +17,8 @@ from monai.networks.layers import DropPath
 from torch import nn
 
 from medad_monai.networks.blocks.norm import ChannelLayerNorm
-from medad_monai.networks.blocks.ss2d import SS2D
+from medad_monai.networks.blocks.ss2d import SS2D, SelectiveSSM
 from medad_monai.ops.scan_orders import SCAN_NUM_DIRECTIONS, inverse_scan_directions, scan_directions
-from medad_monai.ops.selective_scan import selective_scan_fn
 from medad_monai.ops.wavelet import haar_dwt2d, haar_iwt2d
 
 __all__ = [
@@ -30,7 +29,6 @@ __all__ = [
     "DSE",
     "HFSS",
     "LFSS",
-    "SelectiveSSM",
     "WDSS",
     "WaveletMambaModule",
     "channel_shuffle",
@@ -38,64 +36,6 @@ __all__ = [
 
 #: the paper's directional scans for the (LH, HL, HH) bands: each band is read along its own edges.
 HFSS_SCANS = ("horizontal", "vertical", "diagonal")
-
-
-class SelectiveSSM(nn.Module):
-    """``K`` independent selective state-space layers (Mamba's S6), one per sequence of a stack.
-
-    For each sequence ``k`` the input-dependent step ``delta``, ``B`` and ``C`` come from its own
-    projections (``x_proj``, then the low-rank ``dt_proj``) and it has its own ``A`` and skip ``D``
-    (S4D-real initialisation, step sizes drawn log-uniformly in ``[dt_min, dt_max]``, as Mamba). All
-    ``K`` scans run in one :func:`medad_monai.ops.selective_scan_fn` call.
-
-    Args:
-        num_sequences: ``K``.
-        d_inner: features per sequence position ``D``.
-        d_state: state size ``N``.
-        dt_rank: rank of the step projection.
-        dt_min, dt_max: range of the initial step sizes.
-        backend: selective-scan backend (``None``: automatic).
-
-    Input and output ``(B, K, D, L)``.
-    """
-
-    def __init__(
-        self,
-        num_sequences: int,
-        d_inner: int,
-        d_state: int = 16,
-        dt_rank: int = 1,
-        dt_min: float = 1e-3,
-        dt_max: float = 0.1,
-        backend: str | None = None,
-    ) -> None:
-        super().__init__()
-        k, self.d_state, self.dt_rank, self.backend = num_sequences, d_state, dt_rank, backend
-        self.x_proj_weight = nn.Parameter(torch.randn(k, dt_rank + 2 * d_state, d_inner) / math.sqrt(d_inner))
-        dt_init_std = dt_rank**-0.5
-        self.dt_proj_weight = nn.Parameter(torch.empty(k, d_inner, dt_rank).uniform_(-dt_init_std, dt_init_std))
-        dt = torch.exp(torch.rand(k, d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        self.dt_proj_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-        self.a_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32).repeat(k * d_inner, 1)))
-        self.d_skip = nn.Parameter(torch.ones(k * d_inner))
-
-    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
-        b, k, d, length = seqs.shape
-        proj = torch.einsum("bkdl,kcd->bkcl", seqs, self.x_proj_weight)
-        dts, b_ssm, c_ssm = proj.split([self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_proj_weight)
-        y = selective_scan_fn(
-            seqs.reshape(b, k * d, length),
-            dts.reshape(b, k * d, length),
-            -torch.exp(self.a_log.float()),
-            b_ssm.contiguous(),
-            c_ssm.contiguous(),
-            D=self.d_skip.float(),
-            delta_bias=self.dt_proj_bias.reshape(-1).float(),
-            delta_softplus=True,
-            backend=self.backend,
-        )
-        return y.view(b, k, d, length)
 
 
 class HFSS(nn.Module):

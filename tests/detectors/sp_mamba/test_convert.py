@@ -52,9 +52,9 @@ def official_layout(net: SPMamba) -> dict[str, torch.Tensor]:
                 put(f"{ssm}.ln_1", layer.norm)
                 m = layer.mixer
                 for name, value in (("in_proj.weight", m.in_proj.weight), ("conv2d.weight", m.conv.weight),
-                                    ("conv2d.bias", m.conv.bias), ("x_proj_weight", m.x_proj_weight),
-                                    ("dt_projs_weight", m.dt_proj_weight), ("dt_projs_bias", m.dt_proj_bias),
-                                    ("A_logs", m.a_log), ("Ds", m.d_skip), ("out_norm.weight", m.out_norm.weight),
+                                    ("conv2d.bias", m.conv.bias), ("x_proj_weight", m.ssm.x_proj_weight),
+                                    ("dt_projs_weight", m.ssm.dt_proj_weight), ("dt_projs_bias", m.ssm.dt_proj_bias),
+                                    ("A_logs", m.ssm.a_log), ("Ds", m.ssm.d_skip), ("out_norm.weight", m.out_norm.weight),
                                     ("out_norm.bias", m.out_norm.bias), ("out_proj.weight", m.out_proj.weight)):
                     state[f"{ssm}.self_attention.{name}"] = value.detach().clone()
                 state[f"{ssm}.self_attention.scans.index_flat"] = order.view(1, 1, -1).clone()

@@ -19,10 +19,10 @@ from medad_monai.detectors.wave_mambaad.blocks import (
     BiChannelSSM,
     ChannelMamba,
     ChannelMLP,
-    SelectiveSSM,
     WaveletMambaModule,
     channel_shuffle,
 )
+from medad_monai.networks.blocks import SelectiveSSM
 from medad_monai.ops.selective_scan import selective_scan_ref
 
 TOL = {"atol": 2e-5, "rtol": 1e-4}
