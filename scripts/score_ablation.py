@@ -32,6 +32,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "bundles" / "sp_mamba" / "configs" / "train.json"
 
 
+def _maps(network: torch.nn.Module, outputs: list, weights: tuple[float, float]) -> torch.Tensor:
+    """The pixel maps of ``outputs`` with ``(reconstruction_weight, prototype_weight)``; the network keeps its own."""
+    own = network.reconstruction_weight, network.prototype_weight
+    network.reconstruction_weight, network.prototype_weight = weights
+    try:
+        return torch.cat([network.anomaly_map(o) for o in outputs])
+    finally:
+        network.reconstruction_weight, network.prototype_weight = own
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, default=ROOT / "bundles" / "sp_mamba" / "models" / "model.pt")
@@ -58,28 +68,28 @@ def main() -> None:
             labels.append(torch.as_tensor(batch["label"]))
     mask, label = torch.cat(masks), torch.cat(labels)
     print(f"validation split: {int((label == 0).sum())} normal, {int((label == 1).sum())} abnormal images")
-    weights = (network.reconstruction_weight, network.prototype_weight)
+    bundle_weights = (network.reconstruction_weight, network.prototype_weight)
     terms = {
-        "reconstruction term only": (weights[0], 0.0),
+        "reconstruction term only": (bundle_weights[0], 0.0),
         "prototype distance only": (0.0, 1.0),
-        f"bundle map ({weights[0]:g} x reconstruction + {weights[1]:g} x prototype)": weights,
+        "reconstruction + prototype distance (paper, alpha = 1)": (bundle_weights[0], 1.0),
     }
-    # the bundle's own map comes last: its maps feed the image-score variants below.
-    for name, (network.reconstruction_weight, network.prototype_weight) in terms.items():
-        amap = torch.cat([network.anomaly_map(o) for o in outputs])
+    for name, weights in terms.items():
+        amap = _maps(network, outputs, weights)
         pixel = pixel_metrics(amap[:, 0], mask[:, 0])
         peaks = amap[label == 1].flatten(1).argmax(1, keepdim=True)
         peak_in_lesion = mask[label == 1].flatten(1).gather(1, peaks).gt(0).float().mean().item()
-        print(f"{name:60s} pixel AUROC {pixel['pixel_auroc']:.4f}  AUPRO {pixel['aupro']:.4f}  "
-              f"image AUROC (map maximum) {image_auroc(amap.flatten(1).amax(1), label):.4f}  "
+        print(f"{name:55s}{' (bundle)' if weights == bundle_weights else '         '} pixel AUROC {pixel['pixel_auroc']:.4f}  "
+              f"AUPRO {pixel['aupro']:.4f}  image AUROC (map maximum) {image_auroc(amap.flatten(1).amax(1), label):.4f}  "
               f"maps peaking inside the lesion {peak_in_lesion:.0%}")
+    amap = _maps(network, outputs, bundle_weights)
     variants = {
         "pooled map only": (0.0, 0.0),
         "+ concentration": (args.beta, 0.0),
         "+ contrast": (0.0, args.gamma),
         "+ concentration + contrast (paper)": (args.beta, args.gamma),
     }
-    print("image scores on the bundle map:")
+    print(f"image scores on the bundle map ({bundle_weights[0]:g} x reconstruction + {bundle_weights[1]:g} x prototype distance):")
     for name, (beta, gamma) in variants.items():
         scores = SPMambaImageScore(kernel_size=kernel, concentration_weight=beta, contrast_weight=gamma)(amap)
         print(f"{name:40s} image AUROC {image_auroc(scores, label):.4f}  AP {average_precision(scores, label):.4f}"

@@ -663,13 +663,13 @@ def _scan_cpu(
     delta_softplus: bool,
     return_last_state: bool,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The compiled kernel (:mod:`medad_monai.ops.selective_scan_cpu`); B and C of different forms
+    """The compiled kernel (:mod:`medad_monai.ops.selective_scan_cpu`); B and C of different shapes
     (one shared over time, say, the other not) go to the ``"torch"`` backend, since the kernel reads
     both with one layout and broadcasting one to the other's would copy it L or B times."""
+    if B.shape != C.shape:
+        return _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
     Bs, Cs = (_as_groups(x, dtype).permute(0, 2, 3, 1).contiguous() for x in (B, C))  # (B or 1, G, L or 1, N)
-    if Bs.shape != Cs.shape:
-        return _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     u_c, delta_c, A_c, D_c, z_c, bias_c = (_contiguous(x, dtype) for x in (u, delta, A, D, z, delta_bias))
     out, last_state = _apply(_CompiledScan, (u_c, delta_c, A_c, Bs, Cs, D_c, z_c, bias_c, delta_softplus))
     out = out.to(u.dtype)

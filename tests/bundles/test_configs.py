@@ -157,3 +157,14 @@ def test_umiad_egmf_localises_with_the_additive_map_and_scores_the_multiplicativ
     _, score = expected(recording.inputs[0])
     assert tuple(item["pred"].shape) == (1, 85, 103)
     assert float(item["score"]) == pytest.approx(float(score[0]), rel=1e-5)
+
+
+@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+def test_sp_mamba_adds_the_prototype_distance_only_on_the_papers_grid(config):
+    """alpha = 1 (the paper) at 256 x 256, where the prototype grid is the paper's 8 x 8; 0 on the demo's 2 x 2 grid,
+    where the upsampled distance does not localise (the bundle docs' map-term ablation)."""
+    bundle = SimpleNamespace(configs=Path(__file__).resolve().parents[2] / "bundles" / "sp_mamba" / "configs")
+    weights = {size: _parser(bundle, config, image_size=[size, size]).get_parsed_content("prototype_weight")
+               for size in (64, 96, 256, 512)}
+    assert weights == {64: 0.0, 96: 0.0, 256: 1.0, 512: 1.0}
+    assert _parser(bundle, config)["network_def"]["prototype_weight"] == "@prototype_weight"
