@@ -24,7 +24,12 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 #: ``network_def`` entries that make each bundle's network small enough for seconds-long runs.
-TINY = {"sp_mamba": {"encoder_depth": 18, "decoder_depths": [1, 1, 1, 1]}}
+TINY = {
+    "sp_mamba": {"encoder_depth": 18, "decoder_depths": [1, 1, 1, 1]},
+    "wave_mambaad": {"encoder_depth": 18, "decoder_depths": [1, 1, 1, 1], "decoder_channels": [128, 256, 128, 64],
+                     "lfss_groups": [4, 8, 4, 2]},
+    "umiad_egmf": {"num_coupling_blocks": 1, "condition_channels": 8, "subnet_hidden_ratio": 0.25, "mff_kernel_size": 1},
+}
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,12 @@ def make_tiny_bundle(name: str, folder: Path, seed: int = 0) -> TinyBundle:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> TinyBundle:
     return make_tiny_bundle("sp_mamba", tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="session", params=sorted(TINY))
+def each_tiny_bundle(request, tmp_path_factory) -> TinyBundle:
+    """Every bundle as a tiny bundle, one after the other."""
+    return make_tiny_bundle(request.param, tmp_path_factory.mktemp(f"bundle_{request.param}"))
 
 
 @pytest.fixture(scope="session")

@@ -29,21 +29,22 @@ def _demo_inputs(datalist, size) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_exported_model_matches_eager_network(tiny_bundle, brain_cohort, tmp_path, device):
-    """scripts/export_bundle.py writes a TorchScript file that gives the eager maps on demo slices."""
+def test_exported_model_matches_eager_network(each_tiny_bundle, brain_cohort, tmp_path, device):
+    """scripts/export_bundle.py writes a TorchScript file that gives the eager maps on demo slices, for every bundle."""
+    bundle = each_tiny_bundle
     out = tmp_path / f"model_{device}.ts"
     script = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "export_bundle.py"), str(tiny_bundle.root), "--filepath", str(out),
+        [sys.executable, str(ROOT / "scripts" / "export_bundle.py"), str(bundle.root), "--filepath", str(out),
          "--device", device],
         check=False, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900,
     )
     assert script.returncode == 0, script.stderr[-3000:]
     summary = json.loads(script.stdout[script.stdout.index("{"):])
-    size = tiny_bundle.parser().get("image_size")
+    size = bundle.parser().get("image_size")
     assert summary["max_abs_diff"] <= 1e-4 and summary["input_shape"] == [1, 3, *size]
 
     exported = torch.jit.load(str(out), map_location=device)
-    eager = load_bundle_network(tiny_bundle.parser(), tiny_bundle.root / "models" / "model.pt", device=device)
+    eager = load_bundle_network(bundle.parser(), bundle.root / "models" / "model.pt", device=device)
     images = _demo_inputs(brain_cohort, size).to(device)
     with torch.no_grad():
         for batch in (images[:1], images):
@@ -53,7 +54,7 @@ def test_exported_model_matches_eager_network(tiny_bundle, brain_cohort, tmp_pat
     # ckpt_export stores the bundle's metadata and config inside the TorchScript file
     extra = {"metadata.json": "", "inference.json": ""}
     torch.jit.load(str(out), _extra_files=extra)
-    assert json.loads(extra["metadata.json"])["name"] == "sp_mamba" and "network_def" in json.loads(extra["inference.json"])
+    assert json.loads(extra["metadata.json"])["name"] == bundle.name and "network_def" in json.loads(extra["inference.json"])
 
 
 def test_bare_ckpt_export_command(tiny_bundle, tmp_path):
