@@ -3,8 +3,11 @@
 Runs the trained network once over the validation split and reports
 
 - for the terms of the pixel map (eq. 6-7): the reconstruction term alone, the prototype distance
-  alone and the bundle's weighted sum: pixel AUROC, AUPRO, the max-pooled image AUROC and how often
-  an abnormal image's map peaks inside its lesion (what a max-pooled score relies on);
+  alone and the paper's sum: pixel AUROC, AUPRO, the pixel AUROC among the foreground pixels of the
+  abnormal images (foreground: above the image's minimum, e.g. the skull-stripped brain), the
+  max-pooled image AUROC and how often an abnormal image's map peaks inside its lesion (what a
+  max-pooled score relies on); and, for scale, the pixel AUROC of the foreground mask itself, a
+  "map" that knows only where the anatomy is;
 - for the image-score variants of SP-Mamba's Table 4 (pooled map alone, + concentration,
   + contrast, both), each with the paper's weights (beta = -0.025, gamma = 400), on the bundle's map:
   image AUROC / AP / F1-max.
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import torch
 from monai.bundle import ConfigParser
+from sklearn.metrics import roc_auc_score
 
 from medad_monai.detectors.sp_mamba import SPMambaImageScore
 from medad_monai.metrics.functional import average_precision, f1_max, image_auroc, pixel_metrics
@@ -60,14 +64,18 @@ def main() -> None:
     network.load_state_dict(torch.load(args.ckpt, map_location="cpu", weights_only=True)["model"])
     network.eval()
     kernel = config.get_parsed_content("image_score").kernel_size
-    outputs, masks, labels = [], [], []
+    outputs, masks, foregrounds, labels = [], [], [], []
     with torch.no_grad():
         for batch in config.get_parsed_content("validate#dataloader"):
-            outputs.append(network.reconstruct(batch["image"].as_subclass(torch.Tensor)))
+            image = batch["image"].as_subclass(torch.Tensor)
+            outputs.append(network.reconstruct(image))
             masks.append(batch["mask"].as_subclass(torch.Tensor))
+            foregrounds.append(image[:, :1] > image[:, :1].amin(dim=(2, 3), keepdim=True))
             labels.append(torch.as_tensor(batch["label"]))
-    mask, label = torch.cat(masks), torch.cat(labels)
-    print(f"validation split: {int((label == 0).sum())} normal, {int((label == 1).sum())} abnormal images")
+    mask, foreground, label = torch.cat(masks), torch.cat(foregrounds), torch.cat(labels)
+    lesion_pixels, inside = mask[label == 1].flatten() > 0, foreground[label == 1].flatten()
+    print(f"validation split: {int((label == 0).sum())} normal, {int((label == 1).sum())} abnormal images; "
+          f"the foreground mask as a map: pixel AUROC {roc_auc_score(mask.flatten() > 0, foreground.flatten()):.4f}")
     bundle_weights = (network.reconstruction_weight, network.prototype_weight)
     terms = {
         "reconstruction term only": (bundle_weights[0], 0.0),
@@ -79,8 +87,10 @@ def main() -> None:
         pixel = pixel_metrics(amap[:, 0], mask[:, 0])
         peaks = amap[label == 1].flatten(1).argmax(1, keepdim=True)
         peak_in_lesion = mask[label == 1].flatten(1).gather(1, peaks).gt(0).float().mean().item()
+        in_foreground = roc_auc_score(lesion_pixels[inside], amap[label == 1].flatten()[inside])
         print(f"{name:55s}{' (bundle)' if weights == bundle_weights else '         '} pixel AUROC {pixel['pixel_auroc']:.4f}  "
-              f"AUPRO {pixel['aupro']:.4f}  image AUROC (map maximum) {image_auroc(amap.flatten(1).amax(1), label):.4f}  "
+              f"AUPRO {pixel['aupro']:.4f}  pixel AUROC in the foreground {in_foreground:.4f}  "
+              f"image AUROC (map maximum) {image_auroc(amap.flatten(1).amax(1), label):.4f}  "
               f"maps peaking inside the lesion {peak_in_lesion:.0%}")
     amap = _maps(network, outputs, bundle_weights)
     variants = {

@@ -78,10 +78,11 @@ def tiny_bundle(tmp_path_factory) -> TinyBundle:
     return make_tiny_bundle("sp_mamba", tmp_path_factory.mktemp("bundle"))
 
 
-@pytest.fixture(scope="session", params=sorted(TINY))
-def each_tiny_bundle(request, tmp_path_factory) -> TinyBundle:
-    """Every bundle as a tiny bundle, one after the other."""
-    return make_tiny_bundle(request.param, tmp_path_factory.mktemp(f"bundle_{request.param}"))
+@pytest.fixture(scope="session")
+def tiny_bundles(tiny_bundle, tmp_path_factory) -> dict[str, TinyBundle]:
+    """Every bundle as a tiny bundle, by name (SP-Mamba's is ``tiny_bundle``)."""
+    others = {name: make_tiny_bundle(name, tmp_path_factory.mktemp(f"bundle_{name}")) for name in TINY if name != "sp_mamba"}
+    return {"sp_mamba": tiny_bundle, **others}
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""The MONAI Deploy application (deploy/app.py) on the head-CT demo DICOM series and on a 2D NIfTI slice:
-float map and mask (NIfTI) in the input's geometry, a DICOM SEG aligned with the source series, a JSON score.
+"""The MONAI Deploy application (deploy/app.py), with each bundle, on the head-CT demo DICOM series and on a 2D
+NIfTI slice: float map and mask (NIfTI) in the input's geometry, a DICOM SEG aligned with the source series, a
+JSON score.
 
 Skipped when the deploy extra is not installed (``pip install -e ".[deploy]"``, see the README).
 """
@@ -17,7 +18,7 @@ import pytest
 
 from medad_monai.data import load_anomaly_datalist
 
-from .conftest import ENV, ROOT
+from .conftest import ENV, ROOT, TINY
 
 pytest.importorskip("monai.deploy.core", reason="the deploy extra is not installed")
 hd = pytest.importorskip("highdicom", reason="the deploy extra is not installed")
@@ -48,16 +49,18 @@ def test_dicom_seg_frames_follow_the_source_images(ct_cohort, tmp_path):
         assert np.array_equal(frame, hu > 40)
 
 
-def test_app_on_demo_ct_series(tiny_bundle, ct_cohort, tmp_path):
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_app_on_demo_ct_series(tiny_bundles, name, ct_cohort, tmp_path):
     from medad_monai.serving import dicom_series_files, run_bundle
 
+    bundle = tiny_bundles[name]
     series = next(i for i in load_anomaly_datalist(ct_cohort, "test_volumes") if i["label"] == 1)["image"]
     out = tmp_path / "out"
     out.mkdir()
-    _run_app(tiny_bundle.root, series, out)
+    _run_app(bundle.root, series, out)
 
     summary = json.loads((out / "result.json").read_text())
-    expected = run_bundle(tiny_bundle.root, series, device="cpu")
+    expected = run_bundle(bundle.root, series, device="cpu")
     assert summary["modality"] == "ct" and summary["score"] == pytest.approx(expected.score, abs=1e-5)
     assert summary["pixel_threshold"] == expected.pixel_threshold and summary["anomalous"] == (expected.score > expected.threshold)
 
@@ -82,14 +85,16 @@ def test_app_on_demo_ct_series(tiny_bundle, ct_cohort, tmp_path):
     assert total == int(volume.sum())
 
 
-def test_app_on_nifti_slice(tiny_bundle, brain_cohort, tmp_path):
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_app_on_nifti_slice(tiny_bundles, name, brain_cohort, tmp_path):
     from medad_monai.serving import run_bundle
 
+    bundle = tiny_bundles[name]
     image = load_anomaly_datalist(brain_cohort, "test")[0]["image"]
     out = tmp_path / "out"
     out.mkdir()
-    _run_app(tiny_bundle.root, image, out)
-    expected = run_bundle(tiny_bundle.root, image, device="cpu")
+    _run_app(bundle.root, image, out)
+    expected = run_bundle(bundle.root, image, device="cpu")
     amap = nib.load(out / "anomaly_map.nii.gz")
     assert amap.shape == nib.load(image).shape[:2]
     assert np.allclose(amap.get_fdata(), np.asarray(expected.anomaly_map[0]), atol=1e-5)

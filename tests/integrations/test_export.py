@@ -15,7 +15,7 @@ from medad_monai.data import load_anomaly_datalist
 from medad_monai.export import load_bundle_network
 from medad_monai.transforms import modality_preset
 
-from .conftest import ENV, ROOT
+from .conftest import ENV, ROOT, TINY
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +28,11 @@ def _demo_inputs(datalist, size) -> torch.Tensor:
     return torch.stack([preprocess({"image": item["image"]})["image"].as_tensor() for item in load_anomaly_datalist(datalist, "test")])
 
 
+@pytest.mark.parametrize("name", sorted(TINY))
 @pytest.mark.parametrize("device", DEVICES)
-def test_exported_model_matches_eager_network(each_tiny_bundle, brain_cohort, tmp_path, device):
+def test_exported_model_matches_eager_network(tiny_bundles, name, brain_cohort, tmp_path, device):
     """scripts/export_bundle.py writes a TorchScript file that gives the eager maps on demo slices, for every bundle."""
-    bundle = each_tiny_bundle
+    bundle = tiny_bundles[name]
     out = tmp_path / f"model_{device}.ts"
     script = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "export_bundle.py"), str(bundle.root), "--filepath", str(out),

@@ -1,4 +1,4 @@
-"""A real MONAI Label server (the ``monaibundle`` sample app shipped in the monailabel package) serving the
+"""A real MONAI Label server (the ``monaibundle`` sample app shipped in the monailabel package) serving every
 bundle's 2D and 3D variants on 127.0.0.1; /info/ and /infer/ on a demo slice and a demo volume.
 
 Skipped when the label extra is not installed (``pip install -e ".[label]"``, see the README).
@@ -20,7 +20,7 @@ import pytest
 
 from medad_monai.data import load_anomaly_datalist
 
-from .conftest import ENV
+from .conftest import ENV, TINY
 
 pytest.importorskip("monailabel", reason="the label extra is not installed")
 
@@ -36,7 +36,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_bundle, brain_cohort, tmp_path_factory):
+def server(tiny_bundles, brain_cohort, tmp_path_factory):
     """The server's URL, the studies folder (one slice, one volume) and the served files; stopped afterwards."""
     from medad_monai.label import make_label_bundles
 
@@ -44,7 +44,8 @@ def server(tiny_bundle, brain_cohort, tmp_path_factory):
     app = work / "apps" / "monaibundle"
     subprocess.run([sys.executable, "-m", "monailabel.main", "apps", "--download", "--name", "monaibundle",
                     "--output", str(work / "apps")], check=True, env=ENV, capture_output=True, timeout=300)
-    make_label_bundles(tiny_bundle.root, app / "model")
+    for bundle in tiny_bundles.values():
+        make_label_bundles(bundle.root, app / "model")
     studies = work / "studies"
     studies.mkdir()
     slice_item = next(i for i in load_anomaly_datalist(brain_cohort, "test") if i["label"] == 1)
@@ -56,7 +57,7 @@ def server(tiny_bundle, brain_cohort, tmp_path_factory):
     port = _free_port()
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies),
                "--host", "127.0.0.1", "--port", str(port), "--uvicorn_app", "medad_monai.label:app",
-               "--conf", "models", "sp_mamba,sp_mamba_volume", "--conf", "zoo_source", "github",
+               "--conf", "models", ",".join(f"{name},{name}_volume" for name in sorted(tiny_bundles)), "--conf", "zoo_source", "github",
                "--conf", "sam2", "false", "--conf", "skip_trainers", "true"]
     log = open(work / "server.log", "w")  # noqa: SIM115  (open while the server runs)
     process = subprocess.Popen(command, cwd=work, env=ENV, stdout=log, stderr=subprocess.STDOUT)
@@ -95,20 +96,22 @@ def _infer(url: str, model: str, image: str, work, params: dict | None = None):
     return np.asarray(label.dataobj), label.affine, result if isinstance(result, dict) else json.loads(result)
 
 
-def test_info_announces_both_models_with_an_anomaly_label(server):
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_info_announces_both_models_with_an_anomaly_label(server, name):
     _, info, _, _ = server
     models = info["models"]
-    assert {"sp_mamba", "sp_mamba_volume"} <= set(models)
-    assert models["sp_mamba"]["labels"] == {"anomaly": 1} and models["sp_mamba"]["dimension"] == 2
-    assert models["sp_mamba_volume"]["labels"] == {"anomaly": 1} and models["sp_mamba_volume"]["dimension"] == 3
+    assert {name, f"{name}_volume"} <= set(models)
+    assert models[name]["labels"] == {"anomaly": 1} and models[name]["dimension"] == 2
+    assert models[f"{name}_volume"]["labels"] == {"anomaly": 1} and models[f"{name}_volume"]["dimension"] == 3
 
 
+@pytest.mark.parametrize("name", sorted(TINY))
 @pytest.mark.parametrize("kind", ["slice", "volume"])
-def test_infer_returns_aligned_mask_score_and_map(server, tiny_bundle, kind):
+def test_infer_returns_aligned_mask_score_and_map(server, tiny_bundles, name, kind):
     from medad_monai.serving import run_bundle
 
     url, _, files, work = server
-    model = "sp_mamba" if kind == "slice" else "sp_mamba_volume"
+    model = name if kind == "slice" else f"{name}_volume"
     source = nib.load(files[kind])
     mask, affine, result = _infer(url, model, kind, work)
     # the label has the image's shape (no channel axis) and holds 0 / 1; a volume's label also has its affine
@@ -119,7 +122,7 @@ def test_infer_returns_aligned_mask_score_and_map(server, tiny_bundle, kind):
     assert {"score", "threshold", "pixel_threshold", "anomalous", "mask_voxels"} <= set(result)
 
     # the same mask and score as the bundle's own inference on the file
-    expected = run_bundle(tiny_bundle.root, files[kind], device="cpu")
+    expected = run_bundle(tiny_bundles[name].root, files[kind], device="cpu")
     assert np.array_equal(mask, np.asarray(expected.mask[0]))
     assert result["score"] == pytest.approx(expected.score, abs=1e-5)
     assert result["mask_voxels"] == int(mask.sum())
