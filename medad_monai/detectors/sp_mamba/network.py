@@ -101,6 +101,11 @@ class SPMamba(nn.Module):
       Python loops; the result is the same.
     - ``feature_cache_bytes`` > 0 caches the frozen encoder's features per image
       (:class:`FrozenFeatureCache`); it changes no result, only the training time.
+    - ``feature_jitter`` > 0 (off by default; not in the paper) is UniAD's feature jittering (You et
+      al., NeurIPS 2022): in training, the bottleneck reads the encoder features plus Gaussian noise
+      of standard deviation ``feature_jitter * ||f|| / C`` per position, while the decoder still
+      reconstructs the clean features, so that it learns to pull perturbed features back to normal
+      ones instead of copying whatever the encoder gives.
 
     Args:
         image_size: input ``(H, W)``; both must be multiples of 32 (the bottleneck stride).
@@ -123,6 +128,7 @@ class SPMamba(nn.Module):
         smoothing_sigma: Gaussian smoothing of the reconstruction term in pixels (4, as MambaAD; 0 disables).
         scan_backend: selective-scan backend override (``None``: automatic).
         feature_cache_bytes: memory budget of the encoder feature cache (0: no cache).
+        feature_jitter: UniAD's jitter scale ``alpha`` (0: off, the paper; UniAD uses 20).
 
     ``forward`` in ``train()`` mode returns an :class:`SPMambaOutput`; in ``eval()``
     mode it returns the anomaly map ``(B, 1, H, W)``.
@@ -150,6 +156,7 @@ class SPMamba(nn.Module):
         smoothing_sigma: float = 4.0,
         scan_backend: str | None = None,
         feature_cache_bytes: int = 0,
+        feature_jitter: float = 0.0,
     ) -> None:
         super().__init__()
         self.image_size = tuple(int(s) for s in image_size)
@@ -196,6 +203,9 @@ class SPMamba(nn.Module):
         self.reconstruction_weight = reconstruction_weight
         self.smoothing_sigma = smoothing_sigma
         self.feature_cache = FrozenFeatureCache(feature_cache_bytes) if feature_cache_bytes else None
+        if feature_jitter < 0:
+            raise ValueError(f"feature_jitter must be >= 0, got {feature_jitter}.")
+        self.feature_jitter = feature_jitter
 
     def _init_decoder(self) -> None:
         """The official decoder's initialisation: linear layers truncated-normal (std 0.02), LayerNorms
@@ -227,7 +237,7 @@ class SPMamba(nn.Module):
     def reconstruct(self, image: torch.Tensor) -> SPMambaOutput:
         """Encoder features, their reconstructions and the prototype distance map (see class docstring)."""
         features = self.encode(plain_network_input(image, self.image_size, "SPMamba"))
-        x = self.bottleneck(features)
+        x = self.bottleneck(self._jittered(features) if self.training and self.feature_jitter else features)
         distance = self.prototypes(x) if self.prototypes is not None else None
         reconstructions = []
         x = self.stages[0](x)
@@ -235,6 +245,10 @@ class SPMamba(nn.Module):
             x = stage(upsample(x))
             reconstructions.append(x)
         return SPMambaOutput(features=features, reconstructions=reconstructions[::-1], prototype_distance=distance)
+
+    def _jittered(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``f + N(0, (feature_jitter * ||f|| / C)^2)`` per position of each ``(B, C, H, W)`` map."""
+        return [f + torch.randn_like(f) * f.norm(dim=1, keepdim=True) * (self.feature_jitter / f.shape[1]) for f in features]
 
     def anomaly_map(self, outputs: SPMambaOutput) -> torch.Tensor:
         """Pixel anomaly map ``w * G_sigma * S_org + alpha * up(S_p-dist)`` (eq. 6-7): ``(B, 1, H, W)``."""

@@ -56,11 +56,32 @@ def test_ablation_switches():
     assert SPMambaLoss()(out).ndim == 0
 
 
+def test_feature_jitter_perturbs_the_bottleneck_input_in_training_only():
+    torch.manual_seed(0)
+    plain = SPMamba(**TINY, drop_path_rate=0.0)
+    jittered = SPMamba(**TINY, drop_path_rate=0.0, feature_jitter=20.0)
+    jittered.load_state_dict(plain.state_dict())
+    image = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # before the training passes, which update the bottleneck's batch-norm statistics
+        assert torch.equal(jittered.eval()(image), plain.eval()(image))
+    seen = []
+    jittered.bottleneck.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    out, reference = jittered.train()(image), plain.train()(image)
+    # the decoder's targets stay the clean features; the bottleneck read them plus noise of the stated size
+    assert all(torch.equal(f, r) for f, r in zip(out["features"], reference["features"]))
+    for clean, noisy in zip(out["features"], seen[0]):
+        expected_std = (clean.norm(dim=1) * 20.0 / clean.shape[1]).square().mean().sqrt()
+        assert (noisy - clean).std() == pytest.approx(expected_std.item(), rel=0.1)
+    assert not torch.allclose(out["reconstructions"][0], reference["reconstructions"][0])
+
+
 def test_bad_configuration_and_input_errors():
     with pytest.raises(ValueError, match="image_size"):
         SPMamba(image_size=(100, 100))
     with pytest.raises(ValueError, match="decoder_channels"):
         SPMamba(**{**TINY, "decoder_channels": (512, 256, 128, 32)})
+    with pytest.raises(ValueError, match="feature_jitter"):
+        SPMamba(**TINY, feature_jitter=-1.0)
     net = SPMamba(**TINY)
     with pytest.raises(ValueError, match=r"resize inputs"):
         net(torch.randn(1, 3, 96, 96))
