@@ -25,16 +25,13 @@ Usage (repository root)::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from monai.bundle import ConfigParser
+from diagnostics import trained_bundle
 
 from medad_monai.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def disc_masks(foreground: torch.Tensor, radius: float, offset: float) -> torch.Tensor:
@@ -67,18 +64,7 @@ def main() -> None:
     parser.add_argument("--radii", type=float, nargs="+", default=[4, 6], help="disc radii in pixels of the network input")
     parser.add_argument("--offset", type=float, default=0.125, help="disc centre: the centroid plus this x the width")
     args, overrides = parser.parse_known_args()
-    overrides = overrides[1:] if overrides[:1] == ["--"] else overrides  # the usage's separator
-    if len(overrides) % 2:
-        raise SystemExit(f"bundle overrides come in pairs (--key value), got {overrides}.")
-    config = ConfigParser()
-    config.read_config(ROOT / "bundles" / args.bundle / "configs" / "train.json")
-    for key, value in zip(overrides[::2], overrides[1::2]):
-        config[key.lstrip("-")] = json.loads(value) if value[:1] and value[:1] in "[{0123456789-" or value in ("true", "false") else value
-    ckpt = args.ckpt or ROOT / "bundles" / args.bundle / "models" / "model.pt"
-    torch.set_flush_denormal(True)
-    network = config.get_parsed_content("network_def")
-    network.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
-    network.eval()
+    config, network = trained_bundle(args.bundle, args.ckpt, overrides)
     images = [b["image"].as_subclass(torch.Tensor)[torch.as_tensor(b["label"]) == 0]
               for b in config.get_parsed_content("validate#dataloader")]
     normal = torch.cat(images)
@@ -88,7 +74,7 @@ def main() -> None:
     size = normal.shape[-2:]
     with torch.no_grad():
         features, amap = network.encoder(normal), network(normal)
-    print(f"{len(normal)} normal validation slices of {args.bundle} ({ckpt}); map mean over the foreground "
+    print(f"{len(normal)} normal validation slices of {args.bundle} ({args.ckpt or f'bundles/{args.bundle}/models/model.pt'}); map mean over the foreground "
           f"{amap[foreground].mean():.4f}")
     for factor in args.factors:
         for radius in args.radii:

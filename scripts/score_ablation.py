@@ -22,18 +22,14 @@ Usage (repository root)::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
+from diagnostics import trained_bundle
 from sklearn.metrics import roc_auc_score
 
 from medad_monai.detectors.sp_mamba import SPMambaImageScore
 from medad_monai.metrics.functional import average_precision, f1_max, image_auroc, pixel_metrics
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "bundles" / "sp_mamba" / "configs" / "train.json"
 
 
 def _maps(network: torch.nn.Module, outputs: list, weights: tuple[float, float]) -> torch.Tensor:
@@ -48,21 +44,11 @@ def _maps(network: torch.nn.Module, outputs: list, weights: tuple[float, float])
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", type=Path, default=ROOT / "bundles" / "sp_mamba" / "models" / "model.pt")
+    parser.add_argument("--ckpt", type=Path, help="default: bundles/sp_mamba/models/model.pt")
     parser.add_argument("--beta", type=float, default=-0.025)
     parser.add_argument("--gamma", type=float, default=400.0)
     args, overrides = parser.parse_known_args()
-    overrides = overrides[1:] if overrides[:1] == ["--"] else overrides  # the usage's separator
-    if len(overrides) % 2:
-        raise SystemExit(f"bundle overrides come in pairs (--key value), got {overrides}.")
-    config = ConfigParser()
-    config.read_config(CONFIG)
-    for key, value in zip(overrides[::2], overrides[1::2]):
-        config[key.lstrip("-")] = json.loads(value) if value[:1] and value[:1] in "[{0123456789-" or value in ("true", "false") else value
-    torch.set_flush_denormal(True)
-    network = config.get_parsed_content("network_def")
-    network.load_state_dict(torch.load(args.ckpt, map_location="cpu", weights_only=True)["model"])
-    network.eval()
+    config, network = trained_bundle("sp_mamba", args.ckpt, overrides)
     kernel = config.get_parsed_content("image_score").kernel_size
     outputs, masks, foregrounds, labels = [], [], [], []
     with torch.no_grad():
